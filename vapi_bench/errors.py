@@ -1,0 +1,33 @@
+"""User-facing errors: one or two plain sentences, never a traceback (unless --debug)."""
+from __future__ import annotations
+
+
+class VapiError(Exception):
+    """An error caused by user input or environment, shown without a traceback.
+
+    `exit_code` follows the CLI convention: 2 for bad names/options, 1 for everything else.
+    """
+
+    exit_code = 1
+
+
+class UsageError(VapiError):
+    """Bad option, unknown plugin name, invalid --set key or value."""
+
+    exit_code = 2
+
+
+class CheckpointError(VapiError):
+    """A checkpoint file is missing, truncated, or does not match the model (keys or shapes)."""
+
+
+class DataError(VapiError):
+    """A dataset, image or prompt file is missing or corrupt."""
+
+
+class TrainingDiverged(VapiError):
+    """A NaN/inf loss stopped training; the last good checkpoint is kept."""
+
+
+class OfflineError(VapiError):
+    """A file would have to be downloaded while --offline (or VAPI_BENCH_OFFLINE=1) is set."""

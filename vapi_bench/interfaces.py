@@ -1,0 +1,249 @@
+"""The contracts between the core and its plugins (DESIGN.md, "The contracts").
+
+A plugin registers *entries* (name, factory, summary, typed params) through the hooks in
+`hookspecs.py`. The core instantiates them with resolved parameters and only ever talks to the
+objects through the abstract classes below, so nothing model-, method- or task-specific leaks
+into `vapi_bench/`.
+
+Conventions shared by every plugin:
+- images are float tensors [B, 3, H, W] with pixels in [-1, 1] (decoders may overshoot; clamp
+  only when converting to uint8);
+- tokens are int64 tensors [B, T] in raster order;
+- a *condition* is an int class index (class-conditional models) or a str prompt (text models).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .params import Param
+
+Condition = int | str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a plugin registers: a named factory with documented parameters.
+
+    factory(**resolved_params) builds the object; generator factories additionally receive
+    `checkpoint: str | None` and `device: torch.device` keyword arguments.
+    `provider` is filled in by the registry (the plugin that registered it).
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    summary: str
+    params: tuple[Param, ...] = ()
+    aliases: tuple[str, ...] = ()
+    provider: str = ""
+
+
+@dataclass(frozen=True)
+class SamplingRecipe:
+    """How tokens are drawn at inference (recorded in every run and leaderboard row)."""
+
+    cfg_scale: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    cfg_interval: int = -1
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Generator(ABC):
+    """A loaded autoregressive image generator plus its frozen VQ tokenizer.
+
+    Methods fine-tune `policy` (an nn.Module holding every trainable AR parameter) and, for the
+    post-train-tokenizer baseline, `tokenizer_decoder`. Tasks only need `sample` and `decode`.
+    """
+
+    name: str
+    conditioning: Literal["class", "text"]
+    image_size: int  # pixels (square)
+    num_tokens: int  # T, tokens per image
+    codebook_size: int  # V
+    num_classes: int = 0  # class-conditional models only
+    default_recipe: SamplingRecipe = SamplingRecipe()
+    default_dataset: str = ""  # registry name of the data methods fine-tune on by default
+    family: str = ""  # e.g. "llamagen-c2i", "llamagen-t2i", "janus-pro", "shapes": method defaults key
+    device: torch.device = torch.device("cpu")
+
+    # ---- tokenizer -------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Quantise images [B,3,H,W] in [-1,1] to token ids [B,T] (no grad, frozen tokenizer)."""
+
+    @abstractmethod
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Decode token ids [B,T] to images [B,3,H,W], roughly in [-1,1], unclamped."""
+
+    @abstractmethod
+    def decode_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
+        """Decode code vectors [B,T,D] (already l2-normalised codebook rows) to images.
+
+        Differentiable; used by the straight-through (STE) baseline.
+        """
+
+    @property
+    @abstractmethod
+    def codebook(self) -> torch.Tensor:
+        """The codebook rows [V, D] exactly as `decode` uses them (l2-normalised if the VQ is)."""
+
+    # ---- conditions ------------------------------------------------------------------------
+    @abstractmethod
+    def prepare_conditions(self, conds: Sequence[Condition]) -> Any:
+        """Turn raw conditions into the model's batch form (label tensor, text features...).
+
+        The result is opaque to the core; it is passed back to `teacher_forced_logits`.
+        """
+
+    # ---- the policy ------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def policy(self) -> nn.Module:
+        """The trainable autoregressive network (train()/eval() toggles dropout + cond dropout)."""
+
+    @property
+    @abstractmethod
+    def tokenizer_decoder(self) -> nn.Module:
+        """The tokenizer's decoder half (for decoder post-training)."""
+
+    @abstractmethod
+    def teacher_forced_logits(
+        self, tokens: torch.Tensor, cond: Any, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits [B,T,V] where position t predicts tokens[:, t] from cond and the prefix.
+
+        The prefix is `context[:, :t]` when a (noisy) context is given, else `tokens[:, :t]`.
+        Runs with grad when grad is enabled; honours the policy's train/eval mode (dropout and
+        label dropout are active in train mode, as in the official training code).
+        """
+
+    @abstractmethod
+    def sample(
+        self,
+        conds: Sequence[Condition],
+        *,
+        seeds: Sequence[int],
+        recipe: SamplingRecipe = SamplingRecipe(),
+    ) -> torch.Tensor:
+        """KV-cached autoregressive sampling; returns tokens [B,T].
+
+        Row i's randomness comes only from seeds[i], so a sample is the same whatever the batch
+        size, batch order or number of ranks.
+        """
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    @abstractmethod
+    def save_finetuned(self, directory: Path) -> list[Path]:
+        """Save the fine-tunable state (policy and, if changed, tokenizer) as safetensors."""
+
+    @abstractmethod
+    def load_finetuned(self, directory: Path) -> None:
+        """Load what `save_finetuned` wrote (strict: mismatches raise CheckpointError)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts recorded in run.json (config, checkpoint digests...)."""
+        return {"name": self.name, "image_size": self.image_size, "num_tokens": self.num_tokens}
+
+
+@dataclass
+class StageContext:
+    """What the runner hands to a method or task for one stage."""
+
+    out_dir: Path
+    device: torch.device
+    seed: int
+    progress: Any = None  # a vapi_bench.progress.Progress (rich) or None
+    log: Callable[[dict[str, Any]], None] = lambda record: None  # per-step JSONL metrics
+    limit: int | None = None  # cap on images/steps for smoke runs (--limit)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    rank: int = 0
+    world_size: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """An alignment method: turns (generator, dataset) into a fine-tuned generator in place."""
+
+    @abstractmethod
+    def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
+        """Fine-tune `generator` in place; return a summary (final metrics, steps, minutes).
+
+        Must checkpoint under ctx.out_dir and resume from it if a checkpoint exists.
+        """
+
+    #: True for `none`: the runner skips the fine-tune stage entirely
+    is_identity: bool = False
+
+
+@dataclass(frozen=True)
+class SampleItem:
+    """One image to generate: a global index (drives the seed), its condition, task metadata."""
+
+    index: int
+    condition: Condition
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskResult:
+    """Metrics of one scored sample set plus optional per-sample records (merged into JSONL)."""
+
+    metrics: dict[str, float]
+    per_sample: list[dict[str, Any]] | None = None
+    evaluator: str = ""
+    evaluator_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """An evaluation task: what to sample, and how to score a finished sample set."""
+
+    conditioning: Literal["class", "text"]
+
+    @abstractmethod
+    def items(self, generator: Generator, limit: int | None = None) -> list[SampleItem]:
+        """The images to generate, in index order (limit caps the count for smoke runs)."""
+
+    def variants(self, generator: Generator) -> list[SamplingRecipe]:
+        """Sampling recipes scored as separate leaderboard rows (e.g. without and with CFG)."""
+        return [generator.default_recipe]
+
+    def output_size(self, generator: Generator) -> int | None:
+        """Resize generated images to this many pixels before saving (None keeps them)."""
+        return None
+
+    def write_layout(self, sample_dir: Path, items: Sequence[SampleItem]) -> None:
+        """Hook to write task-specific layout files (e.g. GenEval metadata.jsonl folders)."""
+
+    def image_path(self, sample_dir: Path, item: SampleItem) -> Path:
+        """Where the image of `item` is stored (tasks with a fixed layout override this)."""
+        return sample_dir / "images" / f"{item.index:06d}.png"
+
+    @abstractmethod
+    def score(self, sample_dir: Path, items: Sequence[SampleItem], ctx: StageContext) -> TaskResult:
+        """Score the images of `items` found under sample_dir."""
+
+
+class Scorer(nn.Module):
+    """An image-pair scorer shared by methods (as a reward term) and tasks.
+
+    forward(pred, target) -> per-image distance [B] (lower is better), images in [-1,1].
+    `differentiable` says whether gradients flow to `pred`.
+    """
+
+    differentiable: bool = True
+
+
+def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of at most batch_size items."""
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]

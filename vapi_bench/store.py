@@ -1,0 +1,77 @@
+"""Run directories and atomic, lock-protected file writes ("nothing lost").
+
+Every file is written to a temporary sibling and renamed into place, so a process killed half-way
+leaves the previous version intact. Leaderboard rows are appended under a file lock.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+
+def atomic_write(path: Path | str, writer: Callable[[Path], None]) -> Path:
+    """Call writer(tmp_path) then atomically rename tmp_path to path (same directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        writer(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return path
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return atomic_write(path, _write)
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def append_jsonl(path: Path | str, record: dict[str, Any]) -> None:
+    """Append one JSON line; a single write() of a whole line, flushed, so lines never interleave."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+
+
+def read_jsonl(path: Path | str) -> Iterator[dict[str, Any]]:
+    """Yield records; a torn last line (killed writer) is skipped, not fatal."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def write_jsonl(path: Path | str, records: Iterable[dict[str, Any]]) -> Path:
+    text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+    return atomic_write_text(path, text)
