@@ -1,0 +1,244 @@
+"""The `vapi-bench` command line (Typer + rich).
+
+User errors (VapiError, bad options) print one or two plain sentences and exit non-zero (2 for
+bad names/options); `--debug` (or VAPI_BENCH_DEBUG=1) shows the traceback instead.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+from rich.table import Table
+
+from .errors import UsageError, VapiError
+from .params import parse_set_options
+from .progress import console, out
+
+#: the embedded default: the shapes world runs with no options and no downloads
+DEFAULT_MODEL = "shapes-c2i"
+DEFAULT_METHODS = ["none", "va-pi"]
+DEFAULT_TASK = "shapes-fid"
+
+KIND_ALIASES = {"models": "generators", "generators": "generators", "methods": "methods", "tasks": "tasks",
+                "scorers": "scorers", "datasets": "datasets"}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark post-training methods (VA-π and baselines) for AR image generators.")
+
+SetOpt = typer.Option([], "--set", help="key=value parameter override (repeatable); `method.key=` to target one plugin")
+RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="where run directories and stage caches live")
+ResultsDirOpt = typer.Option(Path("results"), "--results-dir", help="where leaderboard CSVs are written")
+
+
+@app.command("list")
+def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | all")) -> None:
+    """List what the installed plugins offer."""
+    from .registry import KINDS, get_registry
+
+    reg = get_registry()
+    if kind != "all" and kind not in KIND_ALIASES:
+        raise UsageError(f"Unknown kind '{kind}'. Use one of: {', '.join(KIND_ALIASES)} or all.")
+    kinds = KINDS if kind == "all" else (KIND_ALIASES[kind],)
+    for k in kinds:
+        table = Table(title="models" if k == "generators" else k, title_justify="left")
+        for col in ("name", "provider", "summary"):
+            table.add_column(col)
+        for entry in reg.list(k):
+            table.add_row(entry.name, entry.provider, entry.summary)
+        out.print(table)
+
+
+def _request(**kw: Any) -> Any:
+    from .runner import RunRequest
+
+    overrides = parse_set_options(kw.pop("set_") or [])
+    return RunRequest(overrides=overrides, **kw)
+
+
+def _execute(requests: list[Any]) -> list[dict[str, Any]]:
+    from .runner import Runner
+
+    rows: list[dict[str, Any]] = []
+    for req in requests:
+        result = Runner(req).run()
+        rows.extend(result.rows)
+        if result.rows:
+            console.print(f"[green]run {result.run_id}[/green] -> {result.run_dir / 'run.json'}")
+    return rows
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    from .leaderboard import LEAD_COLUMNS, TAIL_COLUMNS
+
+    metrics = [k for k in rows[0] if k not in LEAD_COLUMNS and k not in TAIL_COLUMNS]
+    for r in rows[1:]:
+        metrics += [k for k in r if k not in metrics and k not in LEAD_COLUMNS and k not in TAIL_COLUMNS]
+    table = Table(title="results", title_justify="left")
+    for col in ["model", "method", "variant", *metrics, "seed"]:
+        table.add_column(col, justify="right" if col in metrics else "left")
+    for r in rows:
+        cells = [str(r.get("model", "")), str(r.get("method", "")), str(r.get("variant", ""))]
+        cells += [_fmt(r.get(m)) for m in metrics] + [str(r.get("seed", ""))]
+        table.add_row(*cells)
+    out.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+@app.command()
+def run(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="generator name (`vapi-bench list models`)"),
+    method: list[str] = typer.Option(DEFAULT_METHODS, "--method", "-a", help="alignment method(s), repeatable"),
+    task: str = typer.Option(DEFAULT_TASK, "--task", "-t", help="evaluation task"),
+    set_: list[str] = SetOpt,
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="local path, URL or hf://repo/file"),
+    seed: list[int] = typer.Option([0], "--seed", help="global seed(s), repeatable"),
+    runs_dir: Path = RunsDirOpt,
+    results_dir: Path = ResultsDirOpt,
+    limit: Optional[int] = typer.Option(None, "--limit", help="cap the number of samples/steps (smoke runs)"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 (autocast)"),
+    batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
+    force: bool = typer.Option(False, "--force", help="recompute every stage"),
+    no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to results/"),
+) -> None:
+    """Fine-tune, sample and score; append the rows to the task's leaderboard."""
+    requests = [
+        _request(model=model, method=m, task=task, set_=set_, checkpoint=checkpoint, seed=s, runs_dir=runs_dir,
+                 results_dir=results_dir, limit=limit, device=device, force=force, batch_size=batch_size,
+                 precision=precision, leaderboard=not no_leaderboard)
+        for s in seed for m in method
+    ]
+    _print_rows(_execute(requests))
+
+
+@app.command()
+def finetune(
+    model: str = typer.Option(..., "--model", "-m"),
+    method: str = typer.Option(..., "--method", "-a"),
+    set_: list[str] = SetOpt,
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint"),
+    seed: int = typer.Option(0, "--seed"),
+    runs_dir: Path = RunsDirOpt,
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    device: str = typer.Option("cpu", "--device"),
+    precision: str = typer.Option("fp32", "--precision"),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """Run only the fine-tuning stage (cached by its hash)."""
+    _execute([_request(model=model, method=method, task=None, set_=set_, checkpoint=checkpoint, seed=seed,
+                       runs_dir=runs_dir, limit=limit, device=device, precision=precision, force=force,
+                       stages=("finetune",), leaderboard=False)])
+
+
+def _stage_command(stage: str, doc: str) -> None:
+    def command(
+        model: str = typer.Option(..., "--model", "-m"),
+        method: str = typer.Option("none", "--method", "-a"),
+        task: str = typer.Option(..., "--task", "-t"),
+        set_: list[str] = SetOpt,
+        checkpoint: Optional[str] = typer.Option(None, "--checkpoint"),
+        seed: int = typer.Option(0, "--seed"),
+        runs_dir: Path = RunsDirOpt,
+        results_dir: Path = ResultsDirOpt,
+        limit: Optional[int] = typer.Option(None, "--limit"),
+        device: str = typer.Option("cpu", "--device"),
+        batch_size: int = typer.Option(16, "--batch-size"),
+        force: bool = typer.Option(False, "--force"),
+    ) -> None:
+        rows = _execute([_request(model=model, method=method, task=task, set_=set_, checkpoint=checkpoint,
+                                  seed=seed, runs_dir=runs_dir, results_dir=results_dir, limit=limit,
+                                  device=device, batch_size=batch_size, force=force,
+                                  stages=("sample",) if stage == "sample" else ("score",),
+                                  leaderboard=stage == "score")])
+        _print_rows(rows)
+
+    command.__doc__ = doc
+    app.command(stage)(command)
+
+
+_stage_command("sample", "Run only the sampling stage (needs the fine-tune stage cached unless --method none).")
+_stage_command("score", "Run only the scoring stage on cached samples; appends to the leaderboard.")
+
+
+@app.command()
+def leaderboard(
+    task: Optional[str] = typer.Option(None, "--task", "-t"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | csv | md | json"),
+    results_dir: Path = ResultsDirOpt,
+    raw: bool = typer.Option(False, "--raw", help="every row instead of mean ± std over seeds"),
+) -> None:
+    """Show a task's leaderboard (mean ± std over seeds by default)."""
+    from . import leaderboard as lb
+
+    if fmt not in {"table", "csv", "md", "json"}:
+        raise UsageError(f"--format must be table, csv, md or json, not '{fmt}'.")
+    df = lb.load(results_dir, task)
+    if df.empty:
+        raise VapiError(f"No leaderboard rows in {results_dir}" + (f" for task '{task}'." if task else "."))
+    if not raw and fmt in {"table", "md"}:
+        df = lb.summarize(df)
+    if fmt != "table":
+        sys.stdout.write(lb.render(df, fmt))
+        return
+    table = Table(title=f"leaderboard{': ' + task if task else ''}", title_justify="left")
+    for col in df.columns:
+        table.add_column(str(col))
+    for _, row in df.iterrows():
+        table.add_row(*[_fmt(v) for v in row.tolist()])
+    out.print(table)
+
+
+@app.command()
+def doctor() -> None:
+    """Versions, device, optional backends and cached weights: what is there and what is missing."""
+    from .doctor import report
+
+    report(out)
+
+
+def build_app() -> typer.Typer:
+    """The app with every plugin's extra commands (register_commands hook) attached."""
+    from .registry import get_registry
+
+    reg = get_registry()
+    if reg.manager is not None:
+        reg.manager.hook.register_commands(app=app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("VAPI_BENCH_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        command = typer.main.get_command(build_app())
+        command.main(args=argv, prog_name="vapi-bench", standalone_mode=False)
+    except VapiError as exc:
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.ClickException as exc:
+        if debug:
+            raise
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        raise SystemExit(130) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Leaderboard CSVs (one per task under results/): locked appends, rendering as table/CSV/MD/JSON.
+
+Appends take a file lock and rewrite the file atomically with the union of columns, so concurrent
+runs never lose or interleave a row and a task whose metrics change still keeps every old row.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+from filelock import FileLock
+
+from .store import atomic_write_text
+
+#: columns shown first, in this order; every other column (the metrics) follows
+LEAD_COLUMNS = ["model", "method", "task", "variant"]
+TAIL_COLUMNS = [
+    "n_samples", "cfg_scale", "temperature", "top_k", "top_p", "cfg_interval", "seed",
+    "evaluator", "evaluator_version", "tune_minutes", "run_id", "date",
+]
+
+
+def leaderboard_path(results_dir: Path, task: str) -> Path:
+    return Path(results_dir) / f"leaderboard-{task}.csv"
+
+
+def _ordered(columns: Iterable[str]) -> list[str]:
+    cols = list(dict.fromkeys(columns))
+    metrics = [c for c in cols if c not in LEAD_COLUMNS and c not in TAIL_COLUMNS]
+    return [c for c in LEAD_COLUMNS if c in cols] + metrics + [c for c in TAIL_COLUMNS if c in cols]
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows to the CSV at `path` under a lock (atomic rewrite with the union of columns)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=120):
+        frames = []
+        if path.exists() and path.stat().st_size > 0:
+            frames.append(pd.read_csv(path))
+        frames.append(pd.DataFrame(rows))
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        df = df[_ordered(df.columns)]
+        atomic_write_text(path, df.to_csv(index=False))
+
+
+def load(results_dir: Path, task: str | None = None) -> pd.DataFrame:
+    """All rows of one task (or of every task) as a DataFrame."""
+    files = [leaderboard_path(results_dir, task)] if task else sorted(Path(results_dir).glob("leaderboard-*.csv"))
+    frames = [pd.read_csv(f) for f in files if f.exists() and f.stat().st_size > 0]
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    return df[_ordered(df.columns)]
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of each metric per (model, method, task, variant)."""
+    if df.empty:
+        return df
+    keys = [c for c in LEAD_COLUMNS if c in df.columns]
+    metrics = [c for c in df.columns if c not in LEAD_COLUMNS and c not in TAIL_COLUMNS]
+    numeric = [c for c in metrics if pd.api.types.is_numeric_dtype(df[c])]
+    grouped = df.groupby(keys, dropna=False)[numeric]
+    mean, std = grouped.mean(), grouped.std()
+    out = mean.copy()
+    for c in numeric:
+        out[c] = [_fmt(m, s) for m, s in zip(mean[c], std[c])]
+    out["seeds"] = grouped.size()
+    return out.reset_index()
+
+
+def _fmt(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.4g}" if pd.isna(std) else f"{mean:.4g} ± {std:.2g}"
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    """Render as 'csv', 'md' (Markdown) or 'json'; 'table' is handled by the CLI with rich."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        df.to_csv(buf, index=False)
+        return buf.getvalue()
+    if fmt == "json":
+        return df.to_json(orient="records", indent=2)
+    if fmt == "md":
+        return _markdown(df)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if pd.isna(value) else f"{value:.4g}"
+    return str(value)

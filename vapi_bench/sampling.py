@@ -1,0 +1,94 @@
+"""The shared sampling engine: index-seeded, sharded over ranks, resumable.
+
+Sample i is drawn with seed derive_seed(global_seed, i), so the images are the same on 1 or 64
+ranks, in any batch size or order, and a resumed run (which skips images already on disk) gives
+the same images as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .imageio import image_grid, load_png, save_png, to_uint8
+from .interfaces import Generator, SampleItem, SamplingRecipe, Task, iter_batches
+from .seeding import derive_seed
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) from torch.distributed if initialised, else torchrun's env, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def shard(items: Sequence[SampleItem], rank: int, world: int) -> list[SampleItem]:
+    """Round-robin shard: rank r gets items r, r+world, ... (independent of batch size)."""
+    return list(items[rank::world])
+
+
+def sample_to_dir(
+    generator: Generator,
+    task: Task,
+    items: Sequence[SampleItem],
+    recipe: SamplingRecipe,
+    seed: int,
+    sample_dir: Path,
+    *,
+    batch_size: int = 16,
+    rank: int = 0,
+    world: int = 1,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Generate this rank's share of `items` into sample_dir; returns how many were generated.
+
+    Images already on disk are skipped (resume). Each image is written atomically.
+    """
+    size = task.output_size(generator)
+    todo = [it for it in shard(items, rank, world) if not task.image_path(sample_dir, it).exists()]
+    skipped = len(shard(items, rank, world)) - len(todo)
+    if on_batch is not None and skipped:
+        on_batch(skipped)
+    made = 0
+    policy = generator.policy
+    was_training = policy.training
+    policy.eval()
+    try:
+        for batch in iter_batches(todo, batch_size):
+            seeds = [derive_seed(seed, it.index) for it in batch]
+            with torch.no_grad():
+                tokens = generator.sample([it.condition for it in batch], seeds=seeds, recipe=recipe)
+                pixels = to_uint8(generator.decode(tokens), size)
+            for it, img in zip(batch, pixels):
+                save_png(task.image_path(sample_dir, it), img)
+            made += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
+    finally:
+        policy.train(was_training)
+    return made
+
+
+def sample_records(items: Sequence[SampleItem], seed: int, task: Task, sample_dir: Path) -> list[dict[str, Any]]:
+    """Per-sample records (index, seed, condition, image path, task metadata) for samples.jsonl."""
+    return [
+        {
+            "index": it.index,
+            "seed": derive_seed(seed, it.index),
+            "condition": it.condition,
+            "image": str(task.image_path(sample_dir, it).relative_to(sample_dir)),
+            **{f"meta.{k}": v for k, v in it.meta.items()},
+        }
+        for it in items
+    ]
+
+
+def write_grid(task: Task, items: Sequence[SampleItem], sample_dir: Path, count: int = 64) -> Path | None:
+    """A PNG grid of the first `count` samples next to the images (what a person looks at first)."""
+    paths = [task.image_path(sample_dir, it) for it in items[:count]]
+    pixels = [load_png(p) for p in paths if p.exists()]
+    if not pixels:
+        return None
+    return save_png(sample_dir / "grid.png", image_grid(pixels, columns=8))
