@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from rich.table import Table
 
@@ -229,15 +228,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise SystemExit(exc.exit_code) from None
-    except click.exceptions.ClickException as exc:
+    except typer.Abort:
+        raise SystemExit(130) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
         if debug:
             raise
         exc.show()
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
-        raise SystemExit(130) from None
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from .leaderboard import append_rows, leaderboard_path
 from .params import resolve_params, split_overrides
 from .progress import add_task, advance, make_progress
 from .registry import Registry, get_registry
+from .seeding import derive_seed
 from .sampling import rank_and_world, sample_records, sample_to_dir, write_grid
 from .spec import SAMPLING_PARAMS, RunSpec, apply_overrides, sample_key, score_key
 
@@ -78,6 +79,7 @@ class Runner:
         self.req = request
         self.registry = registry or get_registry()
         self.device = _resolve_device(request.device)
+        _init_distributed(self.device)
         self.rank, self.world = rank_and_world()
         self.log_lines: list[str] = []
 
@@ -96,6 +98,8 @@ class Runner:
         task_params = resolve_params(task_declared, routed["task"], f"task '{task_e.name if task_e else ''}'")
         sampling = resolve_params(SAMPLING_PARAMS, routed["sampling"], "sampling")
 
+        # random-init weights (tests, smoke runs) must not depend on the process or the rank
+        torch.manual_seed(derive_seed(req.seed, 0, stream="init"))
         generator = gen_e.factory(checkpoint=req.checkpoint, device=self.device, **model_params)
         method = meth_e.factory(**method_params)
         task = task_e.factory(**task_params) if task_e else None
@@ -293,6 +297,15 @@ class Runner:
             from .progress import console
 
             console.print(f"[dim]{text}[/dim]")
+
+
+def _init_distributed(device: torch.device) -> None:
+    """Join the torchrun process group when launched with WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or torch.distributed.is_initialized():
+        return
+    torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def _barrier() -> None:

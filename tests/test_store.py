@@ -1,0 +1,76 @@
+"""Atomic writes survive a killed writer; concurrent leaderboard appends never lose a row."""
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+
+from vapi_bench import store
+from vapi_bench.leaderboard import append_rows, load, render, summarize
+
+
+def test_atomic_write_killed_half_way_keeps_old_file(tmp_path):
+    target = tmp_path / "data.json"
+    store.atomic_write_json(target, {"version": 1})
+    script = textwrap.dedent(f"""
+        import os, signal
+        from vapi_bench.store import atomic_write
+        def writer(tmp):
+            with open(tmp, "w") as fh:
+                fh.write('{{"version": 2, "trunc')
+                fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        atomic_write({str(target)!r}, writer)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads(target.read_text()) == {"version": 1}
+
+
+def test_read_jsonl_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    store.append_jsonl(path, {"i": 1})
+    with open(path, "a") as fh:
+        fh.write('{"i": 2, "tor')
+    assert list(store.read_jsonl(path)) == [{"i": 1}]
+
+
+def _append_many(path: str, worker: int, rows: int) -> None:
+    for i in range(rows):
+        append_rows(path, [{"model": f"m{worker}", "method": "none", "task": "t", "variant": "no-cfg",
+                            "fid": float(worker * 100 + i), "run_id": f"{worker}-{i}"}])
+
+
+def test_concurrent_appends_from_8_processes(tmp_path):
+    path = str(tmp_path / "leaderboard-t.csv")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(path, w, 5)) for w in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    df = pd.read_csv(path)
+    assert len(df) == 40
+    assert sorted(df["run_id"]) == sorted(f"{w}-{i}" for w in range(8) for i in range(5))
+
+
+def test_union_of_columns_keeps_old_rows(tmp_path):
+    path = tmp_path / "leaderboard-t.csv"
+    append_rows(path, [{"model": "a", "method": "none", "task": "t", "fid": 1.0, "seed": 0}])
+    append_rows(path, [{"model": "a", "method": "none", "task": "t", "fid": 3.0, "is": 5.0, "seed": 1}])
+    df = load(tmp_path, "t")
+    assert list(df["fid"]) == [1.0, 3.0] and pd.isna(df["is"][0])
+    summary = summarize(df)
+    assert summary["fid"][0].startswith("2 ±") and summary["seeds"][0] == 2
+    assert render(summary, "md").startswith("| model | method | task |")
+    assert json.loads(render(df, "json"))[1]["is"] == 5.0
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    store.atomic_write_text(tmp_path / "a.txt", "x")
+    assert os.listdir(tmp_path) == ["a.txt"]
