@@ -110,8 +110,11 @@ def run(
     batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
     force: bool = typer.Option(False, "--force", help="recompute every stage"),
     no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to results/"),
+    offline: bool = typer.Option(False, "--offline", help="never touch the network (missing files are named)"),
 ) -> None:
     """Fine-tune, sample and score; append the rows to the task's leaderboard."""
+    if offline:
+        os.environ["VAPI_BENCH_OFFLINE"] = "1"
     requests = [
         _request(model=model, method=m, task=task, set_=set_, checkpoint=checkpoint, seed=s, runs_dir=runs_dir,
                  results_dir=results_dir, limit=limit, device=device, force=force, batch_size=batch_size,
@@ -196,6 +199,57 @@ def leaderboard(
     for _, row in df.iterrows():
         table.add_row(*[_fmt(v) for v in row.tolist()])
     out.print(table)
+
+
+def _requirements(model: str | None, method: str | None, task: str | None, overrides: dict[str, str],
+                  checkpoint: str | None) -> list[Any]:
+    """Every WeightRequirement the named plugins declare (via Entry.requirements or .requirements())."""
+    from .params import resolve_params, split_overrides
+    from .registry import get_registry
+
+    reg = get_registry()
+    chosen = [(k, n) for k, n in (("generators", model), ("methods", method), ("tasks", task)) if n]
+    entries = {k: reg.get(k, n) for k, n in chosen}
+    routed = split_overrides(overrides, {k: e.params for k, e in entries.items()})
+    found: list[Any] = []
+    for kind, entry in entries.items():
+        params = resolve_params(entry.params, routed[kind], f"{kind[:-1]} '{entry.name}'")
+        extra = {"checkpoint": checkpoint} if kind == "generators" else {}
+        if entry.requirements is not None:
+            found += entry.requirements(**extra, **params)
+        elif kind != "generators":
+            obj = entry.factory(**params)
+            found += obj.requirements() if hasattr(obj, "requirements") else []
+    return found
+
+
+@app.command()
+def prepare(
+    model: Optional[str] = typer.Option(None, "--model", "-m"),
+    method: Optional[str] = typer.Option(None, "--method", "-a"),
+    task: Optional[str] = typer.Option(None, "--task", "-t"),
+    set_: list[str] = SetOpt,
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint"),
+    offline: bool = typer.Option(False, "--offline", help="only check the cache; never touch the network"),
+) -> None:
+    """Fetch every file a (model, method, task) needs into the cache, for later --offline runs."""
+    from .prepare import prepare as fetch_all
+    from .weights import cache_dir
+
+    if not (model or method or task):
+        raise UsageError("Name at least one of --model, --method, --task.")
+    needed = _requirements(model, method, task, parse_set_options(set_), checkpoint)
+    outcomes = fetch_all(needed, offline=offline)
+    table = Table(title=f"prepare (cache: {cache_dir()})", title_justify="left")
+    for col in ("what", "status", "path", "note"):
+        table.add_column(col)
+    for o in outcomes:
+        colour = "green" if o.ok else "red"
+        table.add_row(o.requirement.what, f"[{colour}]{o.status}[/{colour}]", str(o.path), o.message)
+    out.print(table)
+    missing = [o for o in outcomes if not o.ok]
+    if missing:
+        raise VapiError(f"{len(missing)} of {len(outcomes)} files are not available; see the table above.")
 
 
 @app.command()

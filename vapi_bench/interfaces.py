@@ -32,6 +32,9 @@ class Entry:
 
     factory(**resolved_params) builds the object; generator factories additionally receive
     `checkpoint: str | None` and `device: torch.device` keyword arguments.
+    requirements(**resolved_params) (generators also get `checkpoint=`) lists the files the object
+    will need (`vapi_bench.prepare.WeightRequirement`s) WITHOUT building it, so `vapi-bench
+    prepare` can fetch them on a connected machine. Objects may instead expose `requirements()`.
     `provider` is filled in by the registry (the plugin that registered it).
     """
 
@@ -41,6 +44,7 @@ class Entry:
     params: tuple[Param, ...] = ()
     aliases: tuple[str, ...] = ()
     provider: str = ""
+    requirements: Callable[..., list[Any]] | None = None
 
 
 @dataclass(frozen=True)
