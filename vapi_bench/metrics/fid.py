@@ -18,7 +18,9 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if feats.ndim != 2:
         raise ValueError(f"gaussian_stats expects features of shape [N, D], got {feats.shape}.")
     if feats.shape[0] < 2:
-        raise ValueError(f"gaussian_stats needs at least 2 feature rows to estimate a covariance, got {feats.shape[0]}.")
+        raise ValueError(
+            f"gaussian_stats needs at least 2 feature rows to estimate a covariance, got {feats.shape[0]}."
+        )
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 

@@ -8,20 +8,21 @@ one pass we take:
 - `spatial`: ADM's `mixed_6/conv` = `Mixed_6d.branch1x1` output (after BN + ReLU), first 7
   channels, flattened in TF's NHWC order (17 * 17 * 7 = 2023-d) so that our statistics are
   directly comparable with the `mu_s`/`sigma_s` stored in ADM reference batches (sFID).
-The network stays in float32 (no autocast) so features match the reference implementation.
+The network always runs in float32, with autocast disabled even inside a caller's bf16 autocast
+region, so the features match the reference implementation on every device and precision setting.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import CheckpointError, DataError
-from ..weights import resolve_weight
+from ..prepare import WeightRequirement
 
 #: torch-fidelity's converted TF weights; the file name carries the sha256 prefix (torch hub rule)
 INCEPTION_URL = (
@@ -76,18 +77,21 @@ class InceptionExtractor(nn.Module):
             raise DataError(
                 f"Inception expects uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}."
             )
-        pool, logits = self.net(images.to(self.device))
+        with torch.autocast(self.device.type, enabled=False):  # features must not depend on a caller's autocast
+            pool, logits = self.net(images.to(self.device))
         spatial, self._spatial = self._spatial, None
         return {"pool": pool, "logits": logits, "spatial": spatial}
 
-    def extract(self, batches: Iterable[np.ndarray], progress: "callable | None" = None) -> InceptionFeatures:
+    def extract(
+        self, batches: Iterable[np.ndarray], progress: Callable[[int], None] | None = None
+    ) -> InceptionFeatures:
         """Features of uint8 NHWC batches (PNG / ADM npz layout), concatenated in order, float64."""
         parts: dict[str, list[np.ndarray]] = {"pool": [], "logits": [], "spatial": []}
         for batch in batches:
             array = np.asarray(batch)
             if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
                 raise DataError(f"Inception batches must be uint8 [B, H, W, 3], got {array.dtype} {array.shape}.")
-            out = self(torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2))
+            out = self(torch.from_numpy(np.require(array, requirements=["C", "W"])).permute(0, 3, 1, 2))
             for key, value in out.items():
                 parts[key].append(value.cpu().numpy().astype(np.float64))
             if progress is not None:
@@ -97,11 +101,14 @@ class InceptionExtractor(nn.Module):
         return InceptionFeatures(**{key: np.concatenate(value) for key, value in parts.items()})
 
 
-def inception_weights_path(weights: str | None = None) -> Path:
-    """A local Inception weights file: `weights` (path, URL or hf://) or torch-fidelity's download."""
-    return resolve_weight(weights, what="inception", url=INCEPTION_URL, sha256=INCEPTION_SHA256_PREFIX)
+def inception_requirement(weights: str | None = None) -> WeightRequirement:
+    """The Inception weights file: `weights` (path, URL or hf://) or torch-fidelity's release file."""
+    return WeightRequirement(
+        "inception", url=INCEPTION_URL, spec=weights or None, sha256=INCEPTION_SHA256_PREFIX,
+        description="ADM-compatible Inception (torch-fidelity's port of TF inception-2015-12-05)",
+    )
 
 
 def load_inception(weights: str | None = None, device: torch.device | str = "cpu") -> InceptionExtractor:
     """The ADM-compatible Inception on `device`, from a local file or torch-fidelity's URL (cached)."""
-    return InceptionExtractor(inception_weights_path(weights), device=device)
+    return InceptionExtractor(inception_requirement(weights).resolve(), device=device)

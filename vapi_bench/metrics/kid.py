@@ -28,7 +28,9 @@ def kernel_inception_distance(
     real = np.asarray(real, dtype=np.float64)
     fake = np.asarray(fake, dtype=np.float64)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"kernel_inception_distance expects [N, D] and [M, D] features, got {real.shape} and {fake.shape}.")
+        raise ValueError(
+            f"kernel_inception_distance expects [N, D] and [M, D] features, got {real.shape} and {fake.shape}."
+        )
     if subset_size < 2 or subset_size > min(len(real), len(fake)):
         raise ValueError(
             f"kernel_inception_distance: subset_size={subset_size} must be between 2 and the smaller set size "
