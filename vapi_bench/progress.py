@@ -1,12 +1,14 @@
 """Rich progress bars (rates and ETA) shared by every stage; silent when not a terminal."""
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 console = Console(stderr=True)  # progress, notes and errors
-out = Console()  # results: tables a user may redirect
+out = Console(width=None if sys.stdout.isatty() else 160)  # results: tables a user may redirect
 
 
 def make_progress(disable: bool = False) -> Progress:
