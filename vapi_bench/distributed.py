@@ -122,15 +122,24 @@ def all_reduce_gradients_(params: Iterable[nn.Parameter]) -> None:
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over ranks in place and return it (identity when not distributed)."""
-    if current().is_distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+    return _all_reduce(tensor, dist.ReduceOp.SUM)
 
 
 def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
     """Minimum over ranks in place (used for 'every rank is still finite' flags)."""
-    if current().is_distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return _all_reduce(tensor, dist.ReduceOp.MIN)
+
+
+def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
+    """In-place all-reduce; CPU tensors take a round trip through CUDA under NCCL."""
+    if not current().is_distributed:
+        return tensor
+    if dist.get_backend() == "nccl" and not tensor.is_cuda:
+        staged = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(staged, op=op)
+        tensor.copy_(staged.cpu())
+    else:
+        dist.all_reduce(tensor, op=op)
     return tensor
 
 

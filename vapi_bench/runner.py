@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from . import store
+from .distributed import barrier, device_for, dist_info_from_env, init_process_group
 from .errors import UsageError
 from .hashing import environment_versions, git_commit, stable_hash
 from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
@@ -79,7 +80,9 @@ class Runner:
         self.req = request
         self.registry = registry or get_registry()
         self.device = _resolve_device(request.device)
-        _init_distributed(self.device)
+        if self.device.type == "cuda" and self.device.index is None and dist_info_from_env().is_distributed:
+            self.device = device_for(dist_info_from_env())  # one GPU per torchrun rank
+        init_process_group(self.device)
         self.rank, self.world = rank_and_world()
         self.log_lines: list[str] = []
 
@@ -168,7 +171,7 @@ class Runner:
             generator.save_finetuned(ft_dir / "weights")
             _plot_curves(ft_dir / "train.jsonl", ft_dir / "curves.png")
             store.atomic_write_json(marker, summary)
-        _barrier()
+        barrier()
         return key, summary, False
 
     def _sample(self, generator: Generator, task: Task, items: list, recipe: SamplingRecipe, ft_key: str,
@@ -188,7 +191,7 @@ class Runner:
                     path.unlink()
         if self.rank == 0:
             task.write_layout(sdir, items)
-        _barrier()
+        barrier()
         bar = add_task(progress, f"sample cfg={recipe.cfg_scale:g}", len(items) // self.world)
         t0 = time.time()
         done = [0]
@@ -199,7 +202,7 @@ class Runner:
 
         sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=self.req.batch_size,
                       rank=self.rank, world=self.world, on_batch=on_batch)
-        _barrier()
+        barrier()
         if self.rank == 0:
             store.write_jsonl(sdir / "samples.jsonl", sample_records(items, spec.seed, task, sdir))
             write_grid(task, items, sdir)
@@ -297,20 +300,6 @@ class Runner:
             from .progress import console
 
             console.print(f"[dim]{text}[/dim]")
-
-
-def _init_distributed(device: torch.device) -> None:
-    """Join the torchrun process group when launched with WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or torch.distributed.is_initialized():
-        return
-    torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def _plot_curves(jsonl: Path, png: Path) -> None:

@@ -1,0 +1,64 @@
+"""Data parallelism: VA-π on 2 gloo ranks (CPU) equals 1 rank with the same global batch.
+
+Per-image randomness (context noise, group sampling) is seeded from (seed, step, position in the
+global batch), each rank takes a contiguous slice of the batch and gradients are averaged once per
+step, so the two runs differ only by floating-point summation order.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from helpers_toy_generator import RandomImages, tiny_llamagen
+from vapi_bench import distributed
+from vapi_bench.interfaces import StageContext
+from vapi_bench.params import resolve_params
+from vapi_bench.plugins.va_pi.method import VAPI_PARAMS, VaPi
+
+DDP_PARAMS = dict(lr=1e-3, steps=2, batch_size=4, micro_batch=1, group_size=4, w_perceptual=0.0, xi=0.25,
+                  ckpt_every=1, precision="fp32")
+
+
+def _vapi_run(out_dir: Path) -> nn.Module:
+    generator = tiny_llamagen(dropout=False)
+    ctx = StageContext(out_dir=out_dir, device=torch.device("cpu"), seed=0)
+    VaPi(**resolve_params(VAPI_PARAMS, DDP_PARAMS, "va-pi")).finetune(generator, RandomImages(), ctx)
+    return generator.policy
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """One torchrun-like rank: the environment torchrun would set, then our helpers."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    info = distributed.init_process_group(torch.device("cpu"))
+    assert (info.rank, info.world_size, dist.get_backend()) == (rank, world, "gloo")
+    try:
+        policy = _vapi_run(Path(out_dir))
+        if rank == 0:
+            torch.save(policy.state_dict(), Path(out_dir) / "final.pt")
+    finally:
+        distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_gloo_ranks_equal_one_rank(tmp_path):
+    single = _vapi_run(tmp_path / "one").state_dict()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)
+    double = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
+    moved = [n for n, v in single.items() if not torch.equal(v, tiny_llamagen(dropout=False).policy.state_dict()[n])]
+    assert moved, "training did not change the weights"
+    for name, value in single.items():
+        torch.testing.assert_close(double[name], value, rtol=1e-5, atol=1e-6, msg=name)
