@@ -1,0 +1,65 @@
+"""Reference features for `shapes-fid`, cached by content hash.
+
+The reference set is the 'ref' split of the class-conditional shapes data (disjoint from the
+training split), rendered at the samples' size. Its feature-net features are cached under
+`cache_dir()/shapes-ref/<key>.npz`, where the key hashes the reference pixels themselves and the
+feature network's weights: a change to the renderer, the data parameters or the network gives a
+new key, and an unchanged reference is never recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vapi_bench.metrics import gaussian_stats
+from vapi_bench.store import atomic_write
+from vapi_bench.weights import cache_dir
+
+from vapi_bench.plugins.shapes.data import class_dataset
+from vapi_bench.plugins.shapes.features import ShapesFeatureNet, extract
+
+
+@dataclass
+class ReferenceFeatures:
+    features: np.ndarray  # [N, D] float64
+    mu: np.ndarray
+    sigma: np.ndarray
+    key: str
+    path: Path
+    cached: bool  # True when read from the cache
+
+
+def reference_images(n: int, size: int, seed: int) -> np.ndarray:
+    """The first n 'ref' split images as NHWC uint8 (classes balanced by index)."""
+    data = class_dataset("ref", n, size, seed)
+    return np.stack([data.scene(i).image for i in range(n)])
+
+
+def reference_key(images: np.ndarray, weights_digest: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"{images.shape}|{weights_digest}|".encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    return h.hexdigest()[:20]
+
+
+def load_reference(net: ShapesFeatureNet, weights_digest: str, n: int, size: int, seed: int,
+                   batch_size: int = 256) -> ReferenceFeatures:
+    """Reference features and Gaussian statistics, from the cache when the content matches."""
+    images = reference_images(n, size, seed)
+    key = reference_key(images, weights_digest)
+    path = cache_dir() / "shapes-ref" / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, cached=True)
+    features, _ = extract(net, images, batch_size)
+    mu, sigma = gaussian_stats(features)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=features, mu=mu, sigma=sigma)
+
+    atomic_write(path, write)
+    return ReferenceFeatures(features, mu, sigma, key, path, cached=False)
