@@ -10,13 +10,15 @@ can use it as a reward term exactly where the real models use LPIPS.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from vapi_bench.interfaces import Entry, Scorer
 from vapi_bench.params import Param
 
-from .features import ShapesFeatureNet, load_feature_net
+if TYPE_CHECKING:
+    from .features import ShapesFeatureNet
 
 EPS = 1e-10  # LPIPS's normalize_tensor epsilon
 
@@ -31,7 +33,9 @@ class ShapesPerceptual(Scorer):
 
     differentiable = True
 
-    def __init__(self, net: ShapesFeatureNet | None = None, weights: str | Path | None = None) -> None:
+    def __init__(self, net: "ShapesFeatureNet | None" = None, weights: str | Path | None = None) -> None:
+        from .features import load_feature_net  # torch-fidelity + torchvision: import on use
+
         super().__init__()
         self.net = net if net is not None else load_feature_net(weights)
         self.net.requires_grad_(False).eval()

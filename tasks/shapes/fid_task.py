@@ -30,7 +30,6 @@ from vapi_bench.metrics import (
 from vapi_bench.params import Param
 
 from vapi_bench.plugins.shapes.data import SIZES
-from vapi_bench.plugins.shapes.features import DEFAULT_WEIGHTS, extract, load_feature_net
 from vapi_bench.plugins.shapes.vocab import NUM_CLASSES
 
 from .reference import load_reference
@@ -64,6 +63,8 @@ class ShapesFIDTask(Task):
         if cfg not in ("both", "with", "without"):
             raise UsageError(f"shapes-fid: cfg must be both, with or without, got {cfg!r}.")
         self.n, self.reference_n, self.reference_seed, self.cfg = n, reference_n, reference_seed, cfg
+        from vapi_bench.plugins.shapes.features import DEFAULT_WEIGHTS  # torch-fidelity/torchvision: import on use
+
         self.featnet = Path(featnet) if featnet else DEFAULT_WEIGHTS
         self.split_size, self.kid_subsets, self.kid_subset_size = split_size, kid_subsets, kid_subset_size
         self.batch_size = batch_size
@@ -94,6 +95,8 @@ class ShapesFIDTask(Task):
             raise DataError(f"shapes-fid needs at least 2 samples to score, got {len(items)}.")
         images = _load_samples([self.image_path(sample_dir, item) for item in items])
         size = images.shape[1]
+        from vapi_bench.plugins.shapes.features import extract, load_feature_net
+
         net = load_feature_net(self.featnet, ctx.device)
         digest = file_digest(self.featnet)
         reference = load_reference(net, digest, self.reference_n, size, self.reference_seed, self.batch_size)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vapi_bench.metrics import gaussian_stats
 from vapi_bench.store import atomic_write
+from vapi_bench.plugins.shapes.data import class_dataset
 from vapi_bench.weights import cache_dir
 
-from vapi_bench.plugins.shapes.data import class_dataset
-from vapi_bench.plugins.shapes.features import ShapesFeatureNet, extract
+if TYPE_CHECKING:
+    from vapi_bench.plugins.shapes.features import ShapesFeatureNet
 
 
 @dataclass
@@ -45,7 +47,7 @@ def reference_key(images: np.ndarray, weights_digest: str) -> str:
     return h.hexdigest()[:20]
 
 
-def load_reference(net: ShapesFeatureNet, weights_digest: str, n: int, size: int, seed: int,
+def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: int, seed: int,
                    batch_size: int = 256) -> ReferenceFeatures:
     """Reference features and Gaussian statistics, from the cache when the content matches."""
     images = reference_images(n, size, seed)
@@ -54,6 +56,8 @@ def load_reference(net: ShapesFeatureNet, weights_digest: str, n: int, size: int
     if path.exists():
         with np.load(path) as data:
             return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, cached=True)
+    from vapi_bench.plugins.shapes.features import extract
+
     features, _ = extract(net, images, batch_size)
     mu, sigma = gaussian_stats(features)
 
