@@ -65,6 +65,7 @@ class RunResult:
     run_dir: Path
     rows: list[dict[str, Any]]
     reused: dict[str, bool]
+    finetune_summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -245,7 +246,7 @@ class Runner:
             walls["finetune"] = time.time() - t
             if task is None or ("sample" not in self.req.stages and "score" not in self.req.stages):
                 self._write_run(run_dir, spec, run_id, walls, t_start, {"finetune": ft_key}, [])
-                return RunResult(run_id, run_dir, rows, reused)
+                return RunResult(run_id, run_dir, rows, reused, ft_summary)
             items = task.items(generator, self.req.limit)
             recipes = apply_overrides(task.variants(generator), spec.sampling_overrides)
             keys: dict[str, Any] = {"finetune": ft_key, "variants": []}
@@ -267,7 +268,7 @@ class Runner:
             self._write_run(run_dir, spec, run_id, walls, t_start, keys, rows)
             if self.req.leaderboard and rows:
                 append_rows(leaderboard_path(self.req.results_dir, spec.task), rows)
-        return RunResult(run_id, run_dir, rows, reused)
+        return RunResult(run_id, run_dir, rows, reused, ft_summary)
 
     def _row(self, spec: RunSpec, recipe: SamplingRecipe, record: dict[str, Any], ft_summary: dict[str, Any],
              n: int, run_id: str) -> dict[str, Any]:

@@ -13,3 +13,10 @@ def register_methods(register) -> None:
         summary="VA-π: teacher-forced group sampling, pixel reward -(MSE + perceptual), PPO-clip + β·CE "
                 "(Liao et al. 2025)",
     ))
+
+
+@hookimpl
+def register_commands(app) -> None:
+    from .lab import lab_app
+
+    app.add_typer(lab_app, name="lab")

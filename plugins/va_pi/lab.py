@@ -1,0 +1,152 @@
+"""`vapi-bench lab`: the evidence and ablation experiments of the paper, rerun on any model/task.
+
+`lab compare` runs several methods x seeds through the ordinary runner (every row lands on the
+task's leaderboard) and, with --curve-steps, re-runs the tuned methods at intermediate step
+budgets to draw the metric-against-step plot. `lab ablate` reproduces the paper's ablations:
+reward composition (Table 4), regulariser weight and CE vs KL (Fig. 4), context noise ξ (Table 5).
+Every ablation row is appended to results/ablations-<task>.csv with its setting.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vapi_bench.leaderboard import append_rows
+from vapi_bench.progress import console
+from vapi_bench.runner import RunRequest, Runner
+
+lab_app = typer.Typer(help="Paper experiments: method comparison with curves, and ablations.", no_args_is_help=True)
+
+#: Table 4 (reward terms), Fig. 4 (β, CE vs KL) and Table 5 (ξ) as --set overrides of va-pi
+ABLATIONS: dict[str, list[tuple[str, dict[str, str]]]] = {
+    "reward": [
+        ("perceptual only", {"w_mse": "0", "w_perceptual": "1", "beta": "0"}),
+        ("mse + perceptual", {"w_mse": "1", "w_perceptual": "1", "beta": "0"}),
+        ("prior (CE) only", {"w_mse": "0", "w_perceptual": "0", "beta": "0.1"}),
+        ("mse + perceptual + prior", {"w_mse": "1", "w_perceptual": "1", "beta": "0.1"}),
+    ],
+    "beta": [
+        *[(f"CE beta={b}", {"beta": b}) for b in ("0.01", "0.1", "1.0")],
+        *[(f"KL beta={b}", {"beta": "0", "use_kl": "true", "kl_coef": b}) for b in ("0.01", "0.1", "1.0")],
+    ],
+    "xi": [(f"xi={x}", {"xi": x}) for x in ("0", "0.25", "0.5", "0.75", "0.95")],
+}
+
+
+def _run(model: str, method: str, task: str, seed: int, overrides: dict[str, str], runs_dir: Path,
+         results_dir: Path, device: str, leaderboard: bool) -> list[dict[str, Any]]:
+    """Leaderboard rows of one run, each with the number of optimizer steps it was tuned for."""
+    req = RunRequest(model=model, method=method, task=task, overrides=overrides, seed=seed, runs_dir=runs_dir,
+                     results_dir=results_dir, device=device, leaderboard=leaderboard)
+    result = Runner(req).run()
+    return [{**r, "steps": int(result.finetune_summary.get("steps", 0))} for r in result.rows]
+
+
+def _split(values: str) -> list[str]:
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    from vapi_bench.params import parse_set_options
+
+    return parse_set_options(items)
+
+
+@lab_app.command("compare")
+def compare(
+    model: str = typer.Option("shapes-c2i", "--model", "-m"),
+    task: str = typer.Option("shapes-fid", "--task", "-t"),
+    methods: str = typer.Option("none,va-pi,sft,post-train-tokenizer,ste", "--methods"),
+    seeds: str = typer.Option("0,1,2", "--seeds"),
+    curve_steps: str = typer.Option("", "--curve-steps", help="e.g. 15,30,45: extra runs at these step budgets"),
+    curve_metric: str = typer.Option("fid", "--curve-metric"),
+    set_: list[str] = typer.Option([], "--set"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Every method x seed on one task (leaderboard rows), plus an optional metric-vs-step curve."""
+    overrides = _parse_sets(set_)
+    curve_rows: list[dict[str, Any]] = []
+    for seed in map(int, _split(seeds)):
+        for method in _split(methods):
+            rows = _run(model, method, task, seed, overrides, runs_dir, results_dir, device, leaderboard=True)
+            console.print(f"{method} seed {seed}: " + ", ".join(f"{r['variant']} {curve_metric}={r.get(curve_metric)}" for r in rows))
+            curve_rows += rows
+            if method == "none" or not curve_steps:
+                continue
+            for steps in _split(curve_steps):
+                curve_rows += _run(model, method, task, seed, {**overrides, "method.steps": steps}, runs_dir,
+                                   results_dir, device, leaderboard=False)
+    if curve_steps:
+        _write_curve(curve_rows, methods, task, curve_metric, results_dir)
+
+
+def _write_curve(rows: list[dict[str, Any]], methods: str, task: str, metric: str, results_dir: Path) -> None:
+    """results/curve-<task>.csv and .png: metric against optimizer steps, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from vapi_bench.store import atomic_write, atomic_write_text
+
+    df = pd.DataFrame(rows)
+    none = df[df["method"] == "none"]
+    expanded = [df]
+    for method in _split(methods):  # the base model is step 0 of every method's curve
+        if method != "none" and not none.empty:
+            expanded.append(none.assign(method=method, steps=0))
+    curve = pd.concat(expanded, ignore_index=True)
+    curve = curve[curve["method"] != "none"]
+    keep = ["method", "variant", "steps", "seed", metric]
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results_dir / f"curve-{task}.csv", curve[keep].sort_values(keep[:4]).to_csv(index=False))
+    variants = sorted(curve["variant"].unique())
+    fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 3.6), squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        part = curve[curve["variant"] == variant]
+        for method, group in part.groupby("method"):
+            stats = group.groupby("steps")[metric].agg(["mean", "std"]).reset_index()
+            ax.errorbar(stats["steps"], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=method)
+        ax.set_title(f"{task} ({variant})")
+        ax.set_xlabel("optimizer steps")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(results_dir / f"curve-{task}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+    console.print(f"wrote {results_dir / f'curve-{task}.png'}")
+
+
+@lab_app.command("ablate")
+def ablate(
+    which: str = typer.Argument(..., help="reward | beta | xi"),
+    model: str = typer.Option("shapes-c2i", "--model", "-m"),
+    task: str = typer.Option("shapes-fid", "--task", "-t"),
+    seeds: str = typer.Option("0", "--seeds"),
+    set_: list[str] = typer.Option([], "--set"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    device: str = typer.Option("cpu", "--device"),
+    baseline: Optional[bool] = typer.Option(True, "--baseline/--no-baseline", help="also score the base model"),
+) -> None:
+    """One paper ablation on any model/task (e.g. `xi` on shapes-t2i + shapes-geneval, as Table 5)."""
+    if which not in ABLATIONS:
+        raise typer.BadParameter(f"choose one of {', '.join(ABLATIONS)}")
+    overrides = _parse_sets(set_)
+    rows: list[dict[str, Any]] = []
+    for seed in map(int, _split(seeds)):
+        if baseline:
+            rows += [{**r, "ablation": which, "setting": "base model"}
+                     for r in _run(model, "none", task, seed, {}, runs_dir, results_dir, device, leaderboard=False)]
+        for label, setting in ABLATIONS[which]:
+            got = _run(model, "va-pi", task, seed, {**overrides, **{f"method.{k}": v for k, v in setting.items()}},
+                       runs_dir, results_dir, device, leaderboard=False)
+            rows += [{**r, "ablation": which, "setting": label} for r in got]
+            console.print(f"{which} / {label} / seed {seed}: done")
+    append_rows(results_dir / f"ablations-{task}.csv", rows)
+    console.print(f"appended {len(rows)} rows to {results_dir / f'ablations-{task}.csv'}")
