@@ -79,4 +79,6 @@ def require_transformers() -> None:
 @hookimpl
 def register_generators(register: Callable[[Any], None]) -> None:
     for name, (checkpoint, dtype, summary) in VARIANTS.items():
-        register(Entry(name, factory=_factory(name, checkpoint), summary=summary, params=_params(dtype)))
+        aliases = ("janus-pro",) if name == "janus-pro-1b" else ()  # the paper's GenEval model
+        register(Entry(name, factory=_factory(name, checkpoint), summary=summary, params=_params(dtype),
+                       aliases=aliases))
