@@ -74,3 +74,12 @@ def test_union_of_columns_keeps_old_rows(tmp_path):
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     store.atomic_write_text(tmp_path / "a.txt", "x")
     assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_same_run_and_variant_replaces_its_row(tmp_path):
+    path = tmp_path / "leaderboard-t.csv"
+    append_rows(path, [{"model": "a", "variant": "cfg", "fid": 1.0, "run_id": "r1"},
+                       {"model": "a", "variant": "no-cfg", "fid": 2.0, "run_id": "r1"}])
+    append_rows(path, [{"model": "a", "variant": "cfg", "fid": 1.5, "run_id": "r1"}])
+    df = load(tmp_path, "t")
+    assert sorted(zip(df["variant"], df["fid"])) == [("cfg", 1.5), ("no-cfg", 2.0)]

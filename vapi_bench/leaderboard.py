@@ -33,7 +33,11 @@ def _ordered(columns: Iterable[str]) -> list[str]:
 
 
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows to the CSV at `path` under a lock (atomic rewrite with the union of columns)."""
+    """Append rows to the CSV at `path` under a lock (atomic rewrite with the union of columns).
+
+    A row whose (run_id, variant) is already on the board replaces the old one: re-running a
+    cached spec refreshes its row instead of counting the same run twice.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=120):
@@ -42,6 +46,9 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
             frames.append(pd.read_csv(path))
         frames.append(pd.DataFrame(rows))
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        key = [c for c in ("run_id", "variant") if c in df.columns]
+        if "run_id" in key:
+            df = df.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
         df = df[_ordered(df.columns)]
         atomic_write_text(path, df.to_csv(index=False))
 
