@@ -1,0 +1,94 @@
+"""The shapes world's generators, `shapes-c2i` and `shapes-t2i`: tiny LlamaGen models from the zoo.
+
+They are `LlamaGenGenerator`s built from the zoo's VQ and GPT files, so sampling, teacher forcing,
+fine-tuning and checkpointing run through exactly the code that serves the real LlamaGen models;
+only the configs (read from the zoo manifest) differ. The t2i model reads captions through the
+deterministic word encoder in `words.py` instead of FLAN-T5.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vapi_bench.errors import UsageError
+from vapi_bench.interfaces import Entry, SamplingRecipe
+from vapi_bench.params import Param
+from vapi_bench.weights import sha256_file
+
+from ..llamagen.generator import PRECISIONS, LlamaGenGenerator
+from .zoo_files import FILES, load_gpt, load_vq, read_manifest, word_encoder, zoo_dir_or_default
+
+#: Default sampling recipes, chosen from the CFG sweep `zoo build` records in the manifest
+#: (quality.cfg_sweep): the smallest scale past which class accuracy / GenEval stop improving.
+DEFAULT_RECIPES: dict[str, SamplingRecipe] = {
+    "c2i": SamplingRecipe(cfg_scale=3.0),
+    "t2i": SamplingRecipe(cfg_scale=3.0),
+}
+
+
+@dataclass(frozen=True)
+class ShapesModel:
+    name: str
+    kind: str  # "c2i" | "t2i"
+    default_dataset: str
+    summary: str
+
+
+MODELS: dict[str, ShapesModel] = {
+    m.name: m
+    for m in (
+        ShapesModel("shapes-c2i", "c2i", "shapes-c2i",
+                    "tiny LlamaGen class-conditional GPT + VQ on the shapes world (24 classes, 32 px, zoo weights)"),
+        ShapesModel("shapes-t2i", "t2i", "shapes-captions",
+                    "tiny LlamaGen text-to-image GPT + VQ on shapes captions (word encoder, 32 px, zoo weights)"),
+    )
+}
+
+PARAMS: tuple[Param, ...] = (
+    Param("zoo_dir", str, "", "zoo directory with manifest.json and the safetensors files (default: the shipped zoo)"),
+    Param("precision", str, "fp32", "sampling precision (bf16 = autocast on the model's device)",
+          choices=tuple(PRECISIONS)),
+)
+
+
+def build_shapes_generator(
+    name: str, *, checkpoint: str | None = None, device: torch.device | str = "cpu", zoo_dir: str = "",
+    precision: str = "fp32",
+) -> LlamaGenGenerator:
+    """Build a registered shapes generator from a zoo; `checkpoint` replaces the zoo's GPT weights."""
+    if name not in MODELS:
+        raise UsageError(f"unknown shapes model {name!r}; known: {sorted(MODELS)}.")
+    model = MODELS[name]
+    root = zoo_dir_or_default(zoo_dir)
+    manifest = read_manifest(root)
+    vq = load_vq(root, manifest)
+    gpt = load_gpt(root, manifest, model.kind, weights=checkpoint)
+    extra: dict[str, Any] = {
+        "zoo_dir": str(root),
+        "zoo_seed": manifest["seed"],
+        "zoo_files": {f: manifest["files"][f]["sha256"] for f in (FILES["vq"], FILES[model.kind])},
+    }
+    if checkpoint:
+        extra.update(checkpoint=str(checkpoint), checkpoint_sha256=sha256_file(checkpoint))
+    text_encoder = word_encoder(manifest) if model.kind == "t2i" else None
+    if text_encoder is not None:
+        extra["text_encoder"] = text_encoder.describe()["kind"]
+    return LlamaGenGenerator(
+        gpt, vq, name=model.name, image_size=manifest["config"]["image_size"], text_encoder=text_encoder,
+        default_recipe=DEFAULT_RECIPES[model.kind], default_dataset=model.default_dataset,
+        family=model.name, device=device, describe_extra=extra, precision=precision,
+    )
+
+
+def entries() -> list[Entry]:
+    """Registry entries of shapes-c2i and shapes-t2i."""
+
+    def factory_for(name: str):
+        def factory(*, checkpoint: str | None = None, device: torch.device | str = "cpu", **params: Any):
+            return build_shapes_generator(name, checkpoint=checkpoint, device=device, **params)
+
+        return factory
+
+    return [Entry(m.name, factory=factory_for(m.name), summary=m.summary, params=PARAMS) for m in MODELS.values()]

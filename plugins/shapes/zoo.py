@@ -1,0 +1,320 @@
+"""`vapi-bench zoo build`: train the shapes world's models from scratch and write the zoo.
+
+Stages, each behind a progress bar: render the training sets; train the VQ tokenizer; tokenize
+the sets; train the c2i GPT and the t2i GPT on the tokens; train the feature network; measure the
+quality figures through the registered generators' own code path (a CFG sweep). Files are written
+to a staging folder inside the output directory and moved into place only once everything
+succeeded, manifest last, so an interrupted build never leaves a zoo whose files disagree.
+
+Every random draw derives from the build seed, so two builds with the same seed on the same
+machine and thread count produce byte-identical weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from vapi_bench.interfaces import SamplingRecipe
+from vapi_bench.progress import add_task, advance, make_progress
+from vapi_bench.seeding import derive_seed
+from vapi_bench.store import atomic_write_json
+
+from ..llamagen.gpt import GPT, GPTConfig
+from ..llamagen.vq import VQConfig, VQModel
+from .data import caption_dataset, class_dataset
+from .features import load_feature_net, save_feature_net, train_feature_net
+from .generators import DEFAULT_RECIPES, build_shapes_generator
+from .vocab import NUM_CLASSES
+from .words import ShapesWordEncoder
+from .zoo_config import ZooConfig, preset
+from .zoo_files import FILES, FORMAT, MANIFEST, MAX_TOTAL_BYTES, file_record, save_module, zoo_dir_or_default
+from .zoo_quality import c2i_accuracy, reconstruction_recovery, t2i_geneval, t2i_sample_count
+from .zoo_train import OptimConfig, encode_dataset, train_gpt, train_vq
+
+CFG_SWEEP = (1.0, 2.0, 3.0, 4.0)
+
+
+@dataclass
+class TrainingSets:
+    """Rendered training images (uint8 NCHW) with their labels / captions and a content hash."""
+
+    class_images: torch.Tensor
+    class_labels: torch.Tensor
+    caption_images: torch.Tensor
+    captions: list[str]
+    sha256: str
+
+
+def render_sets(cfg: ZooConfig, seed: int, step: Any) -> TrainingSets:
+    """Render the train splits; `step(n)` advances a progress bar by n images."""
+
+    def render(dataset) -> list[np.ndarray]:
+        scenes = []
+        for i in range(len(dataset)):
+            scenes.append(dataset.scene(i))
+            if i % 256 == 255 or i == len(dataset) - 1:
+                step(i % 256 + 1)
+        return scenes
+
+    classes = render(class_dataset("train", cfg.n_class_images, cfg.image_size, seed))
+    captioned = render(caption_dataset("train", cfg.n_caption_images, cfg.image_size, seed))
+    class_images = np.stack([s.image for s in classes])
+    caption_images = np.stack([s.image for s in captioned])
+    captions = [str(s.caption) for s in captioned]
+    digest = hashlib.sha256()
+    for part in (class_images.tobytes(), caption_images.tobytes(), "\n".join(captions).encode()):
+        digest.update(part)
+    return TrainingSets(
+        class_images=torch.from_numpy(class_images).permute(0, 3, 1, 2).contiguous(),
+        class_labels=torch.tensor([int(s.label) for s in classes]),
+        caption_images=torch.from_numpy(caption_images).permute(0, 3, 1, 2).contiguous(),
+        captions=captions,
+        sha256=digest.hexdigest(),
+    )
+
+
+class CaptionConditions:
+    """Left-padded word-encoder features of the training captions, encoded once per distinct caption."""
+
+    def __init__(self, encoder: ShapesWordEncoder, captions: list[str]):
+        distinct = sorted(set(captions))
+        position = {c: i for i, c in enumerate(distinct)}
+        self.features, self.mask = encoder.encode(distinct)
+        self.index = torch.tensor([position[c] for c in captions])
+        self.distinct = len(distinct)
+
+    def __call__(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        which = self.index[rows]
+        return self.features[which], self.mask[which]
+
+
+@contextmanager
+def _staging(root: Path) -> Iterator[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".zoo-build-", dir=root))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class _Stages:
+    """Progress bars and wall times of the build's stages."""
+
+    def __init__(self, progress: Any):
+        self.progress = progress
+        self.walls: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, total: int) -> Iterator[Any]:
+        task = add_task(self.progress, name, total)
+        start = time.time()
+
+        def step(n: int = 1, rate: str = "") -> None:
+            advance(self.progress, task, n, rate)
+
+        yield step
+        self.walls[name] = round(time.time() - start, 2)
+
+
+def _loss_bar(step: Any, every: int = 10):
+    def on_step(index: int, record: dict[str, float]) -> None:
+        if index % every == every - 1:
+            step(every, f"loss {record['loss']:.4f}")
+
+    return on_step
+
+
+def _finish(step: Any, optim: OptimConfig, every: int = 10) -> None:
+    step(optim.steps % every)
+
+
+def build_zoo(
+    out_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    config: ZooConfig | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train every zoo model from scratch into out_dir (default: the packaged zoo); returns the manifest."""
+    cfg = config or preset(quick)
+    root = zoo_dir_or_default(out_dir)
+    started = time.time()
+    progress = make_progress(disable=not show_progress)
+    stages = _Stages(progress)
+    # fork_rng: the build seeds torch's global generator per stage; the caller's state survives
+    with torch.random.fork_rng(devices=[]), progress, _staging(root) as staging:
+        manifest = {"format": FORMAT, "seed": seed, "quick": quick, "config": cfg.as_dict(),
+                    **train_models(cfg, seed, stages, staging)}
+        manifest["files"] = {FILES[k]: file_record(staging / FILES[k]) for k in FILES}
+        total = sum(r["bytes"] for r in manifest["files"].values())
+        if total > MAX_TOTAL_BYTES:
+            raise ValueError(f"the zoo weighs {total} bytes, over the {MAX_TOTAL_BYTES} bytes the repository allows.")
+        atomic_write_json(staging / MANIFEST, manifest)  # the generators below load the staged zoo
+        manifest["quality"] = measure_quality(staging, cfg, seed, stages)
+        manifest["build"] = {
+            "wall_seconds": {**stages.walls, "total": round(time.time() - started, 2)},
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+        }
+        for name in manifest["files"]:
+            os.replace(staging / name, root / name)
+        atomic_write_json(root / MANIFEST, manifest)
+    return manifest
+
+
+def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[str, Any]:
+    """Render the data and train the four models into `out`; returns the manifest's
+    models / data / losses sections."""
+    with stages.stage("render data", cfg.n_class_images + cfg.n_caption_images) as step:
+        sets = render_sets(cfg, seed, step)
+
+    vq_cfg = VQConfig(**cfg.vq)
+    torch.manual_seed(derive_seed(seed, 0, "zoo/vq"))
+    vq = VQModel(vq_cfg)
+    images = torch.cat([sets.class_images, sets.caption_images])
+    with stages.stage("train VQ", cfg.vq_optim.steps) as step:
+        vq_losses = train_vq(vq, images, cfg.vq_optim, derive_seed(seed, 1, "zoo/vq"),
+                             restart_every=cfg.vq_restart_every, edge_boost=cfg.vq_edge_boost,
+                             on_step=_loss_bar(step))
+        _finish(step, cfg.vq_optim)
+    save_module(out / FILES["vq"], vq)
+
+    with stages.stage("tokenize", len(images)) as step:
+        class_tokens = encode_dataset(vq, sets.class_images, on_batch=step)
+        caption_tokens = encode_dataset(vq, sets.caption_images, on_batch=step)
+    side = vq.grid_size(cfg.image_size)
+
+    c2i_cfg = GPTConfig(**cfg.gpt, model_type="c2i", num_classes=NUM_CLASSES,
+                        vocab_size=vq_cfg.codebook_size, block_size=side * side)
+    labels = sets.class_labels
+    c2i, c2i_losses = _train_gpt_stage(stages, "train c2i GPT", c2i_cfg, class_tokens, lambda rows: labels[rows],
+                                       cfg.c2i_optim, cfg.bf16, derive_seed(seed, 0, "zoo/c2i"))
+    save_module(out / FILES["c2i"], c2i)
+
+    encoder = ShapesWordEncoder(max_words=cfg.max_words)
+    captions = CaptionConditions(encoder, sets.captions)
+    t2i_cfg = GPTConfig(**cfg.gpt, model_type="t2i", caption_dim=encoder.feature_dim,
+                        cls_token_num=encoder.num_tokens, vocab_size=vq_cfg.codebook_size, block_size=side * side)
+    t2i, t2i_losses = _train_gpt_stage(stages, "train t2i GPT", t2i_cfg, caption_tokens, captions,
+                                       cfg.t2i_optim, cfg.bf16, derive_seed(seed, 0, "zoo/t2i"),
+                                       warm_start=c2i if cfg.t2i_from_c2i else None)
+    save_module(out / FILES["t2i"], t2i)
+
+    featnet_seed = derive_seed(seed, 0, "zoo/featnet")
+    featnet_losses: list[float] = []
+
+    def featnet_step(index: int, loss: float) -> None:
+        featnet_losses.append(loss)
+        step(1, f"loss {loss:.4f}")
+
+    with stages.stage("train feature net", cfg.featnet_steps) as step:
+        state = train_feature_net(class_dataset("train", cfg.n_class_images, cfg.image_size, seed),
+                                  steps=cfg.featnet_steps, seed=featnet_seed, on_step=featnet_step)
+    save_feature_net(state, out / FILES["featnet"], meta={"seed": featnet_seed, "steps": cfg.featnet_steps})
+    tail = featnet_losses[-max(len(featnet_losses) // 10, 1):]
+
+    train_split = {"split": "train", "size": cfg.image_size, "seed": seed}
+    return {
+        "models": {
+            "vq": {"config": {**vq_cfg.__dict__, "ch_mult": list(vq_cfg.ch_mult)}},
+            "c2i": {"config": c2i_cfg.as_dict()},
+            "t2i": {"config": t2i_cfg.as_dict(), "text_encoder": encoder.describe(),
+                    "warm_start": "c2i" if cfg.t2i_from_c2i else None},
+        },
+        "data": {
+            "sha256": sets.sha256,
+            "class_images": {"dataset": "shapes-c2i", "n": cfg.n_class_images, **train_split},
+            "caption_images": {"dataset": "shapes-captions", "n": cfg.n_caption_images, **train_split},
+            "distinct_captions": captions.distinct,
+        },
+        "losses": {
+            "vq": vq_losses,
+            "c2i": c2i_losses,
+            "t2i": t2i_losses,
+            "featnet": {"loss": sum(tail) / len(tail)} if tail else {},
+        },
+    }
+
+
+def _train_gpt_stage(stages: _Stages, name: str, gpt_cfg: GPTConfig, tokens: torch.Tensor, conditions: Any,
+                     optim: OptimConfig, bf16: bool, seed: int,
+                     warm_start: GPT | None = None) -> tuple[GPT, dict[str, float]]:
+    torch.manual_seed(seed)  # initialisation and class / caption dropout draws
+    gpt = GPT(gpt_cfg)
+    if warm_start is not None:
+        copy_trunk(warm_start, gpt)
+    with stages.stage(name, optim.steps) as step:
+        losses = train_gpt(gpt, tokens, conditions, optim, seed, bf16=bf16, on_step=_loss_bar(step))
+        _finish(step, optim)
+    return gpt, losses
+
+
+def copy_trunk(source: GPT, target: GPT) -> list[str]:
+    """Copy every tensor of `source` into `target` whose name and shape match, except the
+    condition embedder: the t2i GPT starts from the c2i GPT's token embeddings, transformer and
+    head, which already model the same VQ tokens, and only has to learn to read captions."""
+    own = target.state_dict()
+    theirs = source.state_dict()
+    copied = [k for k, v in own.items()
+              if not k.startswith("cls_embedding.") and k in theirs and theirs[k].shape == v.shape]
+    target.load_state_dict({**own, **{k: theirs[k] for k in copied}})
+    return copied
+
+
+def measure_quality(zoo: Path, cfg: ZooConfig, seed: int, stages: _Stages) -> dict[str, Any]:
+    """Gate figures and a CFG sweep, through the registered generators built from `zoo`."""
+    c2i = build_shapes_generator("shapes-c2i", zoo_dir=str(zoo))
+    t2i = build_shapes_generator("shapes-t2i", zoo_dir=str(zoo))
+    featnet = load_feature_net(zoo / FILES["featnet"])
+    quality: dict[str, Any] = {}
+    with stages.stage("reconstructions", 2 * cfg.n_recon_eval) as step:
+        recon = {
+            "class": reconstruction_recovery(c2i.vq, class_dataset("test", cfg.n_recon_eval, cfg.image_size, seed),
+                                             cfg.n_recon_eval, step),
+            "captions": reconstruction_recovery(c2i.vq, caption_dataset("test", cfg.n_recon_eval, cfg.image_size, seed),
+                                                cfg.n_recon_eval, step),
+        }
+    recon["all"] = (recon["class"] + recon["captions"]) / 2
+    quality["reconstruction_recovery"] = recon
+
+    c2i_per_scale = cfg.c2i_samples_per_class * NUM_CLASSES
+    with stages.stage("c2i CFG sweep", c2i_per_scale * len(CFG_SWEEP)) as step:
+        quality["c2i_sweep"] = {
+            f"{scale:g}": c2i_accuracy(c2i, featnet, cfg.c2i_samples_per_class, seed,
+                                       _recipe("c2i", scale), step)
+            for scale in CFG_SWEEP
+        }
+    t2i_per_scale = t2i_sample_count(cfg.t2i_samples_per_prompt, cfg.n_t2i_prompts_per_tag)
+    with stages.stage("t2i CFG sweep", t2i_per_scale * len(CFG_SWEEP)) as step:
+        quality["t2i_sweep"] = {
+            f"{scale:g}": t2i_geneval(t2i, cfg.t2i_samples_per_prompt, cfg.n_t2i_prompts_per_tag, seed,
+                                      _recipe("t2i", scale), step)
+            for scale in CFG_SWEEP
+        }
+    c2i_default = f"{DEFAULT_RECIPES['c2i'].cfg_scale:g}"
+    t2i_default = f"{DEFAULT_RECIPES['t2i'].cfg_scale:g}"
+    quality["gates"] = {
+        "reconstruction_recovery": recon["all"],
+        "c2i_class_accuracy": quality["c2i_sweep"][c2i_default]["class_accuracy"],
+        "t2i_single_object": quality["t2i_sweep"][t2i_default]["single_object"],
+        "recipes": {"c2i": DEFAULT_RECIPES["c2i"].as_dict(), "t2i": DEFAULT_RECIPES["t2i"].as_dict()},
+    }
+    return quality
+
+
+def _recipe(kind: str, scale: float) -> SamplingRecipe:
+    return replace(DEFAULT_RECIPES[kind], cfg_scale=scale)

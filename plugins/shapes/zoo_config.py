@@ -1,0 +1,75 @@
+"""What `vapi-bench zoo build` trains, at which size, for how long: the full and quick presets.
+
+The full preset is sized to finish in about a quarter of an hour on one or two CPU threads; the
+quick preset runs the same stages with toy sizes and step counts (for tests, under a minute).
+Every field ends up in the manifest, so a shipped model always says how it was made.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .zoo_train import OptimConfig
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    """Sizes, data amounts, schedules and evaluation budgets of one zoo build."""
+
+    image_size: int = 32
+    max_words: int = 16  # caption slots of the word encoder = the t2i GPT's cls_token_num
+    # the VQ tokenizer (VQConfig fields): 32x32 -> 8x8 tokens, 256 l2-normalised 8-d codes
+    vq: dict[str, Any] = field(default_factory=lambda: dict(
+        codebook_size=256, codebook_embed_dim=8, codebook_l2_norm=True, ch=32, ch_mult=(1, 1, 2),
+        z_channels=64, num_res_blocks=1, dropout_p=0.0,
+    ))
+    # the GPTs (GPTConfig fields shared by c2i and t2i); dropouts off: the data never repeats
+    gpt: dict[str, Any] = field(default_factory=lambda: dict(
+        dim=128, n_layer=4, n_head=4, multiple_of=64, token_dropout_p=0.0, resid_dropout_p=0.0,
+        ffn_dropout_p=0.0, class_dropout_prob=0.1,
+    ))
+    # training images rendered per set (train split); the VQ trains on both sets together
+    n_class_images: int = 16_000
+    n_caption_images: int = 16_000
+    vq_optim: OptimConfig = OptimConfig(steps=1400, batch_size=16, lr=3e-3)
+    vq_restart_every: int = 20
+    vq_edge_boost: float = 8.0  # L2 weight of pixels next to object edges (see zoo_train.edge_weights)
+    c2i_optim: OptimConfig = OptimConfig(steps=2600, batch_size=32, lr=3e-3, warmup=30)
+    t2i_optim: OptimConfig = OptimConfig(steps=2000, batch_size=32, lr=3e-3, warmup=30)
+    t2i_from_c2i: bool = True  # warm-start the t2i GPT's trunk from the trained c2i GPT
+    featnet_steps: int = 1000
+    # quality figures: held-out reconstructions, c2i samples per class, t2i samples per prompt
+    n_recon_eval: int = 300
+    c2i_samples_per_class: int = 10
+    t2i_samples_per_prompt: int = 4
+    n_t2i_prompts_per_tag: int = 12
+    bf16: bool = True  # autocast the GPT matmuls during training (losses stay fp32)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["vq"]["ch_mult"] = list(out["vq"]["ch_mult"])
+        return out
+
+
+FULL = ZooConfig()
+
+QUICK = replace(
+    FULL,
+    vq={**FULL.vq, "codebook_size": 32},
+    gpt={**FULL.gpt, "dim": 32, "n_layer": 1, "n_head": 2},
+    n_class_images=96,
+    n_caption_images=96,
+    vq_optim=OptimConfig(steps=4, batch_size=8, lr=3e-3, warmup=2),
+    vq_restart_every=2,
+    c2i_optim=OptimConfig(steps=4, batch_size=8, lr=2e-3, warmup=2),
+    t2i_optim=OptimConfig(steps=4, batch_size=8, lr=2e-3, warmup=2),
+    featnet_steps=3,
+    n_recon_eval=12,
+    c2i_samples_per_class=1,
+    t2i_samples_per_prompt=1,
+    n_t2i_prompts_per_tag=1,
+)
+
+
+def preset(quick: bool) -> ZooConfig:
+    return QUICK if quick else FULL

@@ -1,0 +1,163 @@
+"""The shapes zoo: word encoder, `zoo build --quick` (manifest, determinism, sizes), loading.
+
+One quick build runs through the CLI and one through `build_zoo` with the same seed; both must
+produce byte-identical weights. Everything else reuses those two builds.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from vapi_bench import load_generator
+from vapi_bench.errors import CheckpointError, UsageError
+from vapi_bench.plugins.shapes.words import VOCABULARY, ShapesWordEncoder
+from vapi_bench.plugins.shapes.zoo import build_zoo
+from vapi_bench.plugins.shapes.zoo_files import FILES, MANIFEST, MAX_TOTAL_BYTES, read_manifest
+from vapi_bench.weights import sha256_file
+
+
+# ---- word encoder ---------------------------------------------------------------------------
+
+
+def test_word_encoder_left_pads_with_word_previous_word_and_position_blocks():
+    encoder = ShapesWordEncoder(max_words=8)
+    vocab = len(VOCABULARY)
+    features, mask = encoder.encode(["a photo of two red circles", "a photo of a square"])
+    assert features.shape == (2, 8, 2 * vocab + 8) and mask.dtype == torch.bool
+    assert mask[0].tolist() == [False, False] + [True] * 6
+    assert mask[1].tolist() == [False, False, False] + [True] * 5
+    assert torch.all(features[~mask] == 0)
+    # row 0 slot 6 is "red" (5th word, position 4) preceded by "two"
+    red = features[0, 6]
+    expected = torch.zeros_like(red)
+    expected[VOCABULARY.index("red")] = 1
+    expected[vocab + VOCABULARY.index("two")] = 1
+    expected[2 * vocab + 4] = 1
+    assert torch.equal(red, expected)
+    # the first word has no previous-word bit; positions count from the caption start, not the slot
+    first = features[1, 3]
+    assert first[vocab : 2 * vocab].sum() == 0 and first[2 * vocab + 0] == 1
+
+
+def test_word_encoder_is_deterministic_and_order_sensitive():
+    encoder = ShapesWordEncoder()
+    a = encoder.encode(["a photo of a red circle left of a blue square"])[0]
+    b = ShapesWordEncoder().encode(["a photo of a red circle left of a blue square"])[0]
+    swapped = encoder.encode(["a photo of a blue circle left of a red square"])[0]
+    assert torch.equal(a, b)
+    # the image tokens see the caption as a set of vectors: with positions left out, the two
+    # captions hold the same words but different sets, because each word carries its neighbour
+    words = 2 * len(VOCABULARY)
+    assert sorted(map(tuple, a[0, :, :words].tolist())) != sorted(map(tuple, swapped[0, :, :words].tolist()))
+
+
+def test_word_encoder_rejects_unknown_long_and_empty_captions():
+    encoder = ShapesWordEncoder(max_words=6)
+    with pytest.raises(UsageError, match="'dog'"):
+        encoder.encode(["a photo of a dog"])
+    with pytest.raises(UsageError, match="at most 6"):
+        encoder.encode(["a photo of a red circle and a blue square"])
+    with pytest.raises(UsageError, match="empty"):
+        encoder.encode(["   "])
+
+
+# ---- quick build ----------------------------------------------------------------------------
+
+
+def _cli(args: list[str]) -> None:
+    """Run `vapi-bench <args>` in-process; it must succeed."""
+    from vapi_bench.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"vapi-bench {' '.join(args)} exited with {exc.code}"
+
+
+@pytest.fixture(scope="module")
+def quick_zoos(tmp_path_factory) -> tuple[Path, Path]:
+    """Two quick builds with seed 3: one via the CLI, one via build_zoo."""
+    first = tmp_path_factory.mktemp("zoo-cli")
+    second = tmp_path_factory.mktemp("zoo-api")
+    _cli(["zoo", "build", "--quick", "--seed", "3", "--out", str(first)])
+    build_zoo(second, seed=3, quick=True, show_progress=False)
+    return first, second
+
+
+def test_quick_build_writes_every_file_and_a_complete_manifest(quick_zoos):
+    root, _ = quick_zoos
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert sorted(manifest["files"]) == sorted(FILES.values())
+    assert manifest["seed"] == 3 and manifest["quick"] is True
+    assert set(manifest["losses"]) == {"vq", "c2i", "t2i", "featnet"}
+    assert all(isinstance(v, float) for stage in manifest["losses"].values() for v in stage.values())
+    assert len(manifest["data"]["sha256"]) == 64
+    gates = manifest["quality"]["gates"]
+    assert {"reconstruction_recovery", "c2i_class_accuracy", "t2i_single_object"} <= set(gates)
+    assert manifest["models"]["t2i"]["config"]["cls_token_num"] == manifest["config"]["max_words"]
+    for name, record in manifest["files"].items():
+        assert sha256_file(root / name) == record["sha256"]
+        assert (root / name).stat().st_size == record["bytes"]
+    assert sum(r["bytes"] for r in manifest["files"].values()) <= MAX_TOTAL_BYTES
+    assert not [p for p in root.iterdir() if p.name.startswith(".zoo-build-")]  # staging removed
+
+
+def test_quick_build_is_deterministic_for_a_seed(quick_zoos):
+    first, second = (json.loads((root / MANIFEST).read_text()) for root in quick_zoos)
+    assert first["files"] == second["files"]
+    assert first["losses"] == second["losses"]
+    assert first["data"]["sha256"] == second["data"]["sha256"]
+    assert first["quality"]["c2i_sweep"] == second["quality"]["c2i_sweep"]
+
+
+def test_generators_load_from_a_zoo_and_sample(quick_zoos):
+    root, _ = quick_zoos
+    c2i = load_generator("shapes-c2i", zoo_dir=str(root))
+    t2i = load_generator("shapes-t2i", zoo_dir=str(root))
+    assert (c2i.family, c2i.default_dataset, c2i.num_classes) == ("shapes-c2i", "shapes-c2i", 24)
+    assert (t2i.family, t2i.default_dataset, t2i.conditioning) == ("shapes-t2i", "shapes-captions", "text")
+    assert c2i.default_recipe.cfg_scale > 1 and t2i.default_recipe.cfg_scale > 1
+    tokens = c2i.sample([0, 5], seeds=[1, 2], recipe=c2i.default_recipe)
+    assert tokens.shape == (2, 64) and c2i.decode(tokens).shape == (2, 3, 32, 32)
+    again = c2i.sample([5], seeds=[2], recipe=c2i.default_recipe)
+    assert torch.equal(again[0], tokens[1])  # index-seeded: independent of the batch
+    prompts = ["a photo of a red circle", "a photo of two squares"]
+    cond = t2i.prepare_conditions(prompts)
+    text_tokens = t2i.sample(prompts, seeds=[1, 2], recipe=t2i.default_recipe)
+    assert t2i.teacher_forced_logits(text_tokens, cond).shape == (2, 64, t2i.codebook_size)
+    assert c2i.describe()["zoo_files"]["vq.safetensors"] == json.loads((root / MANIFEST).read_text())[
+        "files"]["vq.safetensors"]["sha256"]
+
+
+def test_checkpoint_replaces_the_gpt_weights_and_must_match(quick_zoos):
+    root, other = quick_zoos
+    gen = load_generator("shapes-c2i", checkpoint=str(other / "c2i.safetensors"), zoo_dir=str(root))
+    assert gen.describe()["checkpoint_sha256"] == sha256_file(other / "c2i.safetensors")
+    with pytest.raises(CheckpointError):
+        load_generator("shapes-c2i", checkpoint=str(other / "t2i.safetensors"), zoo_dir=str(root))
+
+
+def test_a_changed_or_missing_zoo_file_is_a_clear_error(quick_zoos, tmp_path):
+    damaged = tmp_path / "zoo"
+    shutil.copytree(quick_zoos[0], damaged)
+    data = bytearray((damaged / "c2i.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (damaged / "c2i.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="c2i.safetensors does not match its manifest"):
+        read_manifest(damaged)
+    shutil.copy(quick_zoos[0] / "c2i.safetensors", damaged / "c2i.safetensors")
+    (damaged / "vq.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="vq.safetensors is missing"):
+        load_generator("shapes-c2i", zoo_dir=str(damaged))
+    with pytest.raises(CheckpointError, match="zoo build --out"):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_zoo_show_reports_files_and_gates(quick_zoos, capsys):
+    _cli(["zoo", "show", "--dir", str(quick_zoos[0])])
+    text = capsys.readouterr().out
+    assert "c2i.safetensors" in text and "ok" in text and "c2i_class_accuracy" in text
