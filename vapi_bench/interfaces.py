@@ -221,6 +221,18 @@ class Task(ABC):
         """Sampling recipes scored as separate leaderboard rows (e.g. without and with CFG)."""
         return [generator.default_recipe]
 
+    @staticmethod
+    def cfg_variants(generator: Generator, which: str = "both") -> list[SamplingRecipe]:
+        """'without' (scale 1), 'with' (the generator's recipe) or 'both' (two rows, as the paper
+        reports); one row when the generator's recipe uses no CFG."""
+        with_cfg = generator.default_recipe
+        without_cfg = SamplingRecipe(**{**with_cfg.as_dict(), "cfg_scale": 1.0})
+        if which == "without" or with_cfg.cfg_scale == 1.0:
+            return [without_cfg]
+        if which == "with":
+            return [with_cfg]
+        return [without_cfg, with_cfg]
+
     def output_size(self, generator: Generator) -> int | None:
         """Resize generated images to this many pixels before saving (None keeps them)."""
         return None

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from vapi_bench.errors import DataError
+from vapi_bench.interfaces import SampleItem, Task
 from vapi_bench.store import atomic_write_text
 
 
@@ -34,3 +35,36 @@ def read_prompt_metadata(root: Path, prompt_index: int) -> dict[str, Any]:
         raise DataError(f"GenEval layout: {path} is missing; re-run the sample stage.") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"GenEval layout: {path} is not valid JSON ({exc}).") from None
+
+
+class GenEvalLayoutTask(Task):
+    """A text task whose samples live in GenEval's folder layout, `images_per_prompt` per prompt.
+
+    Subclasses set `self.metadata` (GenEval records) and `self.images_per_prompt`; the items,
+    the image paths and the per-prompt metadata files then follow GenEval's conventions.
+    """
+
+    conditioning = "text"
+    metadata: list[dict[str, Any]]
+    images_per_prompt: int
+
+    def prompt_items(self, limit: int | None = None) -> list[SampleItem]:
+        items = [
+            SampleItem(index=prompt_index * self.images_per_prompt + image_index, condition=record["prompt"],
+                       meta={"prompt_index": prompt_index, "image_index": image_index, "tag": record["tag"],
+                             "metadata": record})
+            for prompt_index, record in enumerate(self.metadata)
+            for image_index in range(self.images_per_prompt)
+        ]
+        return items if limit is None else items[:limit]
+
+    def image_path(self, sample_dir: Path, item: SampleItem) -> Path:
+        return image_path(sample_dir, item.meta["prompt_index"], item.meta["image_index"])
+
+    def write_layout(self, sample_dir: Path, items: Sequence[SampleItem]) -> None:
+        written: set[int] = set()
+        for item in items:
+            prompt_index = item.meta["prompt_index"]
+            if prompt_index not in written:
+                write_prompt_metadata(sample_dir, prompt_index, item.meta["metadata"])
+                written.add(prompt_index)

@@ -18,7 +18,7 @@ import torch
 
 from vapi_bench import __version__
 from vapi_bench.errors import DataError, UsageError
-from vapi_bench.interfaces import Generator, SampleItem, StageContext, Task, TaskResult
+from vapi_bench.interfaces import Generator, SampleItem, StageContext, TaskResult
 from vapi_bench.params import Param
 from vapi_bench.prepare import WeightRequirement
 from vapi_bench.store import append_jsonl, read_jsonl
@@ -53,7 +53,7 @@ GENEVAL_PARAMS: tuple[Param, ...] = (
 )
 
 
-class GenEvalTask(Task):
+class GenEvalTask(layout.GenEvalLayoutTask):
     conditioning = "text"
 
     def __init__(
@@ -104,27 +104,7 @@ class GenEvalTask(Task):
     def items(self, generator: Generator, limit: int | None = None) -> list[SampleItem]:
         if generator.conditioning != "text":
             raise UsageError(f"geneval needs a text-conditional model; {generator.name} is class-conditional.")
-        items = [
-            SampleItem(
-                index=prompt_index * self.images_per_prompt + image_index,
-                condition=record["prompt"],
-                meta={"prompt_index": prompt_index, "image_index": image_index, "tag": record["tag"], "metadata": record},
-            )
-            for prompt_index, record in enumerate(self.metadata)
-            for image_index in range(self.images_per_prompt)
-        ]
-        return items if limit is None else items[:limit]
-
-    def image_path(self, sample_dir: Path, item: SampleItem) -> Path:
-        return layout.image_path(sample_dir, item.meta["prompt_index"], item.meta["image_index"])
-
-    def write_layout(self, sample_dir: Path, items: Sequence[SampleItem]) -> None:
-        written: set[int] = set()
-        for item in items:
-            prompt_index = item.meta["prompt_index"]
-            if prompt_index not in written:
-                layout.write_prompt_metadata(sample_dir, prompt_index, item.meta["metadata"])
-                written.add(prompt_index)
+        return self.prompt_items(limit)
 
     def requirements(self) -> list[WeightRequirement]:
         """Files `vapi-bench prepare` should fetch: detector and CLIP weights."""

@@ -21,7 +21,6 @@ named metric.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -106,13 +105,7 @@ class ImageNetFIDTask(Task):
 
     def variants(self, generator: Generator) -> list[SamplingRecipe]:
         """Without CFG and with the generator's CFG (one row if the generator uses no CFG)."""
-        with_cfg = generator.default_recipe
-        without_cfg = replace(with_cfg, cfg_scale=1.0)
-        if self.cfg == "without" or with_cfg.cfg_scale == 1.0:
-            return [without_cfg]
-        if self.cfg == "with":
-            return [with_cfg]
-        return [without_cfg, with_cfg]
+        return self.cfg_variants(generator, self.cfg)
 
     def output_size(self, generator: Generator) -> int:
         """256: the core resizes with LlamaGen's bicubic rule before the uint8 conversion."""

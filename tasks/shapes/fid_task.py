@@ -9,7 +9,6 @@ set is n held-out images of the 'ref' split at the samples' size (cached, see re
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -81,13 +80,7 @@ class ShapesFIDTask(Task):
 
     def variants(self, generator: Generator) -> list[SamplingRecipe]:
         """Without CFG (scale 1.0) and with the generator's default recipe (one row if it has no CFG)."""
-        with_cfg = generator.default_recipe
-        without_cfg = replace(with_cfg, cfg_scale=1.0)
-        if self.cfg == "without" or with_cfg.cfg_scale == 1.0:
-            return [without_cfg]
-        if self.cfg == "with":
-            return [with_cfg]
-        return [without_cfg, with_cfg]
+        return self.cfg_variants(generator, self.cfg)
 
     # ---- scoring ---------------------------------------------------------------------------
     def score(self, sample_dir: Path, items: Sequence[SampleItem], ctx: StageContext) -> TaskResult:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from vapi_bench import __version__
 from vapi_bench.errors import UsageError
 from vapi_bench.imageio import load_png
-from vapi_bench.interfaces import Generator, SampleItem, StageContext, Task, TaskResult
+from vapi_bench.interfaces import Generator, SampleItem, StageContext, TaskResult
 from vapi_bench.params import Param
 
 from vapi_bench.plugins.shapes.detector import ShapesDetector, colour_lookup, to_mmdet
@@ -51,7 +51,7 @@ def parse_tags(text: str) -> tuple[str, ...]:
     return tags
 
 
-class ShapesGenEvalTask(Task):
+class ShapesGenEvalTask(layout.GenEvalLayoutTask):
     conditioning = "text"
 
     def __init__(self, tags: str = "", images_per_prompt: int = 4, prompts_per_tag: int = 100,
@@ -69,25 +69,7 @@ class ShapesGenEvalTask(Task):
     def items(self, generator: Generator, limit: int | None = None) -> list[SampleItem]:
         if generator.conditioning != "text":
             raise UsageError(f"shapes-geneval needs a text-conditional model; '{generator.name}' is class-conditional.")
-        items = [
-            SampleItem(index=prompt_index * self.images_per_prompt + image_index, condition=record["prompt"],
-                       meta={"prompt_index": prompt_index, "image_index": image_index, "tag": record["tag"],
-                             "metadata": record})
-            for prompt_index, record in enumerate(self.metadata)
-            for image_index in range(self.images_per_prompt)
-        ]
-        return items if limit is None else items[:limit]
-
-    def image_path(self, sample_dir: Path, item: SampleItem) -> Path:
-        return layout.image_path(sample_dir, item.meta["prompt_index"], item.meta["image_index"])
-
-    def write_layout(self, sample_dir: Path, items: Sequence[SampleItem]) -> None:
-        written: set[int] = set()
-        for item in items:
-            prompt_index = item.meta["prompt_index"]
-            if prompt_index not in written:
-                layout.write_prompt_metadata(sample_dir, prompt_index, item.meta["metadata"])
-                written.add(prompt_index)
+        return self.prompt_items(limit)
 
     # ---- scoring ---------------------------------------------------------------------------
     def score_image(self, image: Any, metadata: dict[str, Any]) -> dict[str, Any]:
