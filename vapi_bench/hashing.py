@@ -51,31 +51,25 @@ def file_digest(path: Path | str) -> str:
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     cache_file = _digest_cache_path()
-    cache: dict[str, str] = {}
-    if cache_file.exists():
-        try:
-            cache = json.loads(cache_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            cache = {}
-    if key in cache:
-        return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    digest = h.hexdigest()
+    known = _read_digests(cache_file).get(key)
+    if known is not None:
+        return known
+    from .weights import sha256_file
+
+    digest = sha256_file(path)
     if stat.st_size >= (1 << 20):  # only worth remembering for large files
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(cache_file) + ".lock"):
-            current: dict[str, str] = {}
-            if cache_file.exists():
-                try:
-                    current = json.loads(cache_file.read_text())
-                except (OSError, json.JSONDecodeError):
-                    current = {}
-            current[key] = digest
-            atomic_write_json(cache_file, current)
+            atomic_write_json(cache_file, {**_read_digests(cache_file), key: digest})
     return digest
+
+
+def _read_digests(cache_file: Path) -> dict[str, str]:
+    """The remembered digests ({} if the cache is missing or damaged: it is only a cache)."""
+    try:
+        return json.loads(cache_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def environment_versions() -> dict[str, str]:
