@@ -65,6 +65,26 @@ def test_word_encoder_rejects_unknown_long_and_empty_captions():
         encoder.encode(["   "])
 
 
+def test_class_captions_alternate_single_object_and_colors_prompts_the_encoder_reads():
+    from vapi_bench.plugins.shapes.data import random_record
+    from vapi_bench.plugins.shapes.vocab import NUM_CLASSES, class_attributes
+    from vapi_bench.plugins.shapes.zoo import class_captions
+
+    import numpy as np
+
+    labels = list(range(NUM_CLASSES)) * 2
+    captions = class_captions(labels)
+    for index, (label, caption) in enumerate(zip(labels, captions)):
+        shape, colour = class_attributes(label)
+        assert caption.endswith(f" {shape}")
+        assert (colour in caption.split()) == (index % 2 == 1)
+    ShapesWordEncoder().encode(captions)  # every word is in the vocabulary, within max_words
+    # the same grammar as the GenEval prompts the t2i model is scored on
+    rng = np.random.default_rng(0)
+    prompts = {random_record(tag, rng)["prompt"] for tag in ("single_object", "colors") for _ in range(400)}
+    assert set(captions) <= prompts, sorted(set(captions) - prompts)
+
+
 # ---- quick build ----------------------------------------------------------------------------
 
 

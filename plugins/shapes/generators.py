@@ -23,8 +23,8 @@ from .zoo_files import FILES, load_gpt, load_vq, read_manifest, word_encoder, zo
 #: Default sampling recipes, chosen from the CFG sweep `zoo build` records in the manifest
 #: (quality.cfg_sweep): the smallest scale past which class accuracy / GenEval stop improving.
 DEFAULT_RECIPES: dict[str, SamplingRecipe] = {
-    "c2i": SamplingRecipe(cfg_scale=3.0),
-    "t2i": SamplingRecipe(cfg_scale=3.0),
+    "c2i": SamplingRecipe(cfg_scale=2.0),
+    "t2i": SamplingRecipe(cfg_scale=2.0),
 }
 
 

@@ -35,7 +35,7 @@ from ..llamagen.vq import VQConfig, VQModel
 from .data import caption_dataset, class_dataset
 from .features import load_feature_net, save_feature_net, train_feature_net
 from .generators import DEFAULT_RECIPES, build_shapes_generator
-from .vocab import NUM_CLASSES
+from .vocab import NUM_CLASSES, class_attributes, with_article
 from .words import ShapesWordEncoder
 from .zoo_config import ZooConfig, preset
 from .zoo_files import FILES, FORMAT, MANIFEST, MAX_TOTAL_BYTES, file_record, save_module, zoo_dir_or_default
@@ -206,10 +206,14 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
     save_module(out / FILES["c2i"], c2i)
 
     encoder = ShapesWordEncoder(max_words=cfg.max_words)
-    captions = CaptionConditions(encoder, sets.captions)
+    t2i_tokens, t2i_captions = caption_tokens, sets.captions
+    if cfg.t2i_class_captions:
+        t2i_tokens = torch.cat([caption_tokens, class_tokens])
+        t2i_captions = sets.captions + class_captions(sets.class_labels.tolist())
+    captions = CaptionConditions(encoder, t2i_captions)
     t2i_cfg = GPTConfig(**cfg.gpt, model_type="t2i", caption_dim=encoder.feature_dim,
                         cls_token_num=encoder.num_tokens, vocab_size=vq_cfg.codebook_size, block_size=side * side)
-    t2i, t2i_losses = _train_gpt_stage(stages, "train t2i GPT", t2i_cfg, caption_tokens, captions,
+    t2i, t2i_losses = _train_gpt_stage(stages, "train t2i GPT", t2i_cfg, t2i_tokens, captions,
                                        cfg.t2i_optim, cfg.bf16, derive_seed(seed, 0, "zoo/t2i"),
                                        warm_start=c2i if cfg.t2i_from_c2i else None)
     save_module(out / FILES["t2i"], t2i)
@@ -240,6 +244,7 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
             "class_images": {"dataset": "shapes-c2i", "n": cfg.n_class_images, **train_split},
             "caption_images": {"dataset": "shapes-captions", "n": cfg.n_caption_images, **train_split},
             "distinct_captions": captions.distinct,
+            "t2i_class_captions": cfg.t2i_class_captions,
         },
         "losses": {
             "vq": vq_losses,
@@ -248,6 +253,17 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
             "featnet": {"loss": sum(tail) / len(tail)} if tail else {},
         },
     }
+
+
+def class_captions(labels: list[int]) -> list[str]:
+    """Captions of class images in GenEval's grammar, alternating single_object ("a photo of a
+    circle") and colors ("a photo of a red circle"): the caption set's one-object scenes use small
+    radii (four objects must fit), so without these the t2i GPT never sees a large lone object."""
+    out = []
+    for index, label in enumerate(labels):
+        shape, colour = class_attributes(label)
+        out.append(f"a photo of {with_article(shape)}" if index % 2 == 0 else f"a photo of {with_article(colour)} {shape}")
+    return out
 
 
 def _train_gpt_stage(stages: _Stages, name: str, gpt_cfg: GPTConfig, tokens: torch.Tensor, conditions: Any,
