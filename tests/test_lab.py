@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from vapi_bench.cli import main
-from vapi_bench.plugins.va_pi.lab import ABLATIONS
+from vapi_bench.plugins.va_pi.lab import ABLATIONS, baseline_overrides
 
 
 def test_compare_writes_rows_and_curve(tmp_path):
@@ -26,3 +26,9 @@ def test_ablation_table_matches_the_paper_grid():
     kl = dict(ABLATIONS["beta"])["KL beta=0.1"]
     assert kl == {"beta": "0", "use_kl": "true", "kl_coef": "0.1"}
     assert dict(ABLATIONS["reward"])["mse + perceptual"] == {"w_mse": "1", "w_perceptual": "1", "beta": "0"}
+
+
+def test_ablation_base_row_is_scored_like_the_va_pi_rows():
+    """The base-model row gets the task and model overrides (e.g. task.n=1000), not the method's."""
+    overrides = {"task.n": "1000", "model.precision": "fp32", "method.lr": "1e-5", "lr": "1e-5"}
+    assert baseline_overrides(overrides) == {"task.n": "1000", "model.precision": "fp32"}

@@ -83,3 +83,15 @@ def test_same_run_and_variant_replaces_its_row(tmp_path):
     append_rows(path, [{"model": "a", "variant": "cfg", "fid": 1.5, "run_id": "r1"}])
     df = load(tmp_path, "t")
     assert sorted(zip(df["variant"], df["fid"])) == [("cfg", 1.5), ("no-cfg", 2.0)]
+
+
+def test_one_run_may_stand_in_rows_that_other_identity_columns_tell_apart(tmp_path):
+    """An ablation table keeps the shared base-model run once per ablation, and still refreshes it."""
+    path = tmp_path / "ablations-t.csv"
+    identity = ("ablation", "setting", "run_id", "variant")
+    base = {"setting": "base model", "run_id": "r0", "variant": "cfg"}
+    append_rows(path, [{**base, "ablation": "reward", "fid": 2.0}], identity=identity)
+    append_rows(path, [{**base, "ablation": "beta", "fid": 2.0}], identity=identity)
+    append_rows(path, [{**base, "ablation": "beta", "fid": 2.5}], identity=identity)
+    df = pd.read_csv(path)
+    assert sorted(zip(df["ablation"], df["fid"])) == [("beta", 2.5), ("reward", 2.0)]

@@ -32,11 +32,14 @@ def _ordered(columns: Iterable[str]) -> list[str]:
     return [c for c in LEAD_COLUMNS if c in cols] + metrics + [c for c in TAIL_COLUMNS if c in cols]
 
 
-def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+def append_rows(path: Path, rows: list[dict[str, Any]],
+                identity: tuple[str, ...] = ("run_id", "variant")) -> None:
     """Append rows to the CSV at `path` under a lock (atomic rewrite with the union of columns).
 
-    A row whose (run_id, variant) is already on the board replaces the old one: re-running a
-    cached spec refreshes its row instead of counting the same run twice.
+    A row whose `identity` columns (default: run_id, variant) match a row already on the board
+    replaces it: re-running a cached spec refreshes its row instead of counting the same run twice.
+    A table where one run may stand in several rows (an ablation's shared base model) adds the
+    columns that tell those rows apart.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +49,7 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
             frames.append(pd.read_csv(path))
         frames.append(pd.DataFrame(rows))
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        key = [c for c in ("run_id", "variant") if c in df.columns]
+        key = [c for c in identity if c in df.columns]
         if "run_id" in key:
             df = df.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
         df = df[_ordered(df.columns)]

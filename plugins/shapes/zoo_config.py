@@ -1,6 +1,6 @@
 """What `vapi-bench zoo build` trains, at which size, for how long: the full and quick presets.
 
-The full preset is sized to finish in about a quarter of an hour on one or two CPU threads; the
+The full preset is sized to finish in about twenty minutes on two CPU threads (20.4 min measured); the
 quick preset runs the same stages with toy sizes and step counts (for tests, under a minute).
 Every field ends up in the manifest, so a shipped model always says how it was made.
 """

@@ -122,6 +122,13 @@ def _write_curve(rows: list[dict[str, Any]], methods: str, task: str, metric: st
     console.print(f"wrote {results_dir / f'curve-{task}.png'}")
 
 
+def baseline_overrides(overrides: dict[str, str]) -> dict[str, str]:
+    """The --set overrides the base-model row of an ablation shares with its VA-π rows: the task's
+    and the model's (e.g. task.n), so every row is scored the same way; method keys do not apply
+    to `none`. Unqualified keys must name their plugin here (model./task.), or they are dropped."""
+    return {k: v for k, v in overrides.items() if k.startswith(("task.", "model."))}
+
+
 @lab_app.command("ablate")
 def ablate(
     which: str = typer.Argument(..., help="reward | beta | xi"),
@@ -138,15 +145,21 @@ def ablate(
     if which not in ABLATIONS:
         raise typer.BadParameter(f"choose one of {', '.join(ABLATIONS)}")
     overrides = _parse_sets(set_)
+    unqualified = [k for k in overrides if "." not in k]
+    if baseline and unqualified:
+        console.print(f"[yellow]the base-model row ignores the unqualified --set {', '.join(unqualified)}; write "
+                      "task.<key> / model.<key> for settings it must share with the VA-π rows[/yellow]")
     rows: list[dict[str, Any]] = []
     for seed in map(int, _split(seeds)):
         if baseline:
             rows += [{**r, "ablation": which, "setting": "base model"}
-                     for r in _run(model, "none", task, seed, {}, runs_dir, results_dir, device, leaderboard=False)]
+                     for r in _run(model, "none", task, seed, baseline_overrides(overrides), runs_dir, results_dir,
+                                   device, leaderboard=False)]
         for label, setting in ABLATIONS[which]:
             got = _run(model, "va-pi", task, seed, {**overrides, **{f"method.{k}": v for k, v in setting.items()}},
                        runs_dir, results_dir, device, leaderboard=False)
             rows += [{**r, "ablation": which, "setting": label} for r in got]
             console.print(f"{which} / {label} / seed {seed}: done")
-    append_rows(results_dir / f"ablations-{task}.csv", rows)
+    # one run can be a row of two ablations (the base model; β=0.1 is also the full reward)
+    append_rows(results_dir / f"ablations-{task}.csv", rows, identity=("ablation", "setting", "run_id", "variant"))
     console.print(f"appended {len(rows)} rows to {results_dir / f'ablations-{task}.csv'}")

@@ -30,10 +30,10 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
     # The embedded shapes world: the same objective and ratios (G, β, clip, ξ), sized so that a run
     # takes about a minute on one CPU thread (~1 s per step of 16 images). The learning rate keeps
     # the paper's ratio to pre-training: LlamaGen pre-trains at 1e-4 and VA-π uses 1e-6; the zoo's
-    # GPTs pre-train at 2e-3, hence 2e-5.
-    "shapes-c2i": {**_C2I, "lr": 2e-5, "batch_size": 16, "steps": 60, "perceptual": "shapes-perceptual",
+    # GPTs pre-train at 6e-3 (zoo_config.FULL), hence 6e-5.
+    "shapes-c2i": {**_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "perceptual": "shapes-perceptual",
                    "micro_batch": 4, "decode_chunk": 64, "ckpt_every": 20},
-    "shapes-t2i": {**_C2I, "lr": 2e-5, "batch_size": 16, "steps": 60, "xi": 0.5,
+    "shapes-t2i": {**_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "xi": 0.5,
                    "perceptual": "shapes-perceptual", "micro_batch": 4, "decode_chunk": 64, "ckpt_every": 20},
 }
 FALLBACK_FAMILY = "llamagen-c2i"
