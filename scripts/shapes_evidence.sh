@@ -22,6 +22,9 @@ $VB lab ablate xi -m shapes-t2i -t shapes-geneval --seeds 0
 # the same budget in steps with 4x the images per step (results/batch64/)
 $VB run -m shapes-c2i -a va-pi -a sft -t shapes-fid --seed 0 --set task.n=1000 --set method.batch_size=64 \
   --set method.micro_batch=8 --results-dir results/batch64
+# four times the steps (results/steps240/)
+$VB run -m shapes-c2i -a va-pi -a sft -t shapes-fid --seed 0 --set task.n=1000 --set method.steps=240 \
+  --results-dir results/steps240
 # a weaker base model (500 instead of 4000 pre-training steps), far from the data without CFG (results/weak-base/)
 .venv/bin/python scripts/shapes_weak_base.py --steps 500 --out runs/weak-base/c2i-500.safetensors
 $VB run -m shapes-c2i --checkpoint runs/weak-base/c2i-500.safetensors -a none -a va-pi -a sft -t shapes-fid \
