@@ -25,14 +25,15 @@ DDP_PARAMS = dict(lr=1e-3, steps=2, batch_size=4, micro_batch=1, group_size=4, w
                   ckpt_every=1, precision="fp32")
 
 
-def _vapi_run(out_dir: Path) -> nn.Module:
+def _vapi_run(out_dir: Path, **extra) -> nn.Module:
     generator = tiny_llamagen(dropout=False)
-    ctx = StageContext(out_dir=out_dir, device=torch.device("cpu"), seed=0)
-    VaPi(**resolve_params(VAPI_PARAMS, DDP_PARAMS, "va-pi")).finetune(generator, RandomImages(), ctx)
+    info = distributed.current()
+    ctx = StageContext(out_dir=out_dir, device=torch.device("cpu"), seed=0, rank=info.rank, world_size=info.world_size)
+    VaPi(**resolve_params(VAPI_PARAMS, {**DDP_PARAMS, **extra}, "va-pi")).finetune(generator, RandomImages(), ctx)
     return generator.policy
 
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str, sharding: str = "ddp", steps: int = 0) -> None:
     """One torchrun-like rank: the environment torchrun would set, then our helpers."""
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
@@ -40,7 +41,8 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     info = distributed.init_process_group(torch.device("cpu"))
     assert (info.rank, info.world_size, dist.get_backend()) == (rank, world, "gloo")
     try:
-        policy = _vapi_run(Path(out_dir))
+        policy = _vapi_run(Path(out_dir), sharding=sharding, **({"steps": steps} if steps else {}))
+        assert not distributed.is_sharded(policy.parameters()), "the generator must get its plain policy back"
         if rank == 0:
             torch.save(policy.state_dict(), Path(out_dir) / "final.pt")
     finally:
@@ -62,3 +64,20 @@ def test_two_gloo_ranks_equal_one_rank(tmp_path):
     assert moved, "training did not change the weights"
     for name, value in single.items():
         torch.testing.assert_close(double[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fsdp_on_two_gloo_ranks_equals_one_rank_and_resumes(tmp_path):
+    """sharding=fsdp (FSDP2): parameters, gradients and AdamW state sharded over 2 ranks give the
+    1-rank weights; a run stopped after step 1 and resumed from its (gathered) checkpoint ends
+    where the uninterrupted one does."""
+    single = _vapi_run(tmp_path / "one").state_dict()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "fsdp"), "fsdp"), nprocs=2, join=True)
+    sharded = torch.load(tmp_path / "fsdp" / "final.pt", weights_only=True)
+    resumed_dir = str(tmp_path / "fsdp-resumed")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), resumed_dir, "fsdp", 1), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), resumed_dir, "fsdp"), nprocs=2, join=True)
+    resumed = torch.load(Path(resumed_dir) / "final.pt", weights_only=True)
+    for name, value in single.items():
+        torch.testing.assert_close(sharded[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(resumed[name], sharded[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -148,3 +148,40 @@ def on_main(fn: Callable[[], T]) -> T | None:
     result = fn() if current().is_main else None
     barrier()
     return result
+
+
+# ---- FSDP (parameter sharding) ------------------------------------------------------------------
+def fully_shard_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` sharded over the ranks with FSDP2 (`torch.distributed.fsdp.fully_shard`):
+    each element of every nn.ModuleList (the transformer blocks) is one shard unit, the rest of the
+    module the root unit. Every rank holds 1/world of each parameter; forwards all-gather a unit's
+    parameters just in time and backwards reduce-scatter (average) its gradients.
+
+    A copy, because sampling and saving after training need plain parameters: the caller loads
+    `full_state_dict(copy)` back into the original module when training ends.
+    """
+    import copy
+
+    from torch.distributed.fsdp import fully_shard
+
+    sharded = copy.deepcopy(module)
+    for child in sharded.modules():
+        if isinstance(child, nn.ModuleList):
+            for unit in child:
+                fully_shard(unit)
+    fully_shard(sharded)
+    return sharded
+
+
+def is_sharded(params: Iterable[torch.Tensor]) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in params)
+
+
+def full_state_dict(module: nn.Module, to_cpu: bool = False) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state dict of an FSDP module, on every rank (a collective call);
+    with to_cpu, only rank 0 receives it (the others get an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=to_cpu))

@@ -194,8 +194,8 @@ class Checkpointer:
              fingerprint: Mapping[str, Any]) -> None:
         state = {
             "next_step": next_step,
-            "modules": {name: m.state_dict() for name, m in modules.items()},
-            "optimizer": optimizer.state_dict(),
+            "modules": {name: _module_state(m) for name, m in modules.items()},
+            "optimizer": _optimizer_state(modules, optimizer),
             "fingerprint": dict(fingerprint),
         }
         distributed.on_main(lambda: atomic_write(self.path, lambda tmp: torch.save(state, tmp)))
@@ -224,16 +224,51 @@ class Checkpointer:
         missing = sorted(set(modules) - set(state["modules"]))
         if missing:
             raise CheckpointError(f"Training checkpoint {self.path} lacks module(s) {missing}.")
+        sharded = _sharded(modules)
         for name, module in modules.items():
             try:
-                module.load_state_dict(state["modules"][name], strict=True)
-            except RuntimeError as exc:
+                if sharded:
+                    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+                    set_model_state_dict(module, state["modules"][name], options=StateDictOptions(full_state_dict=True))
+                else:
+                    module.load_state_dict(state["modules"][name], strict=True)
+            except (RuntimeError, KeyError) as exc:
                 raise CheckpointError(
                     f"Training checkpoint {self.path} does not match module '{name}': "
                     f"{str(exc).splitlines()[0]}"
                 ) from None
-        optimizer.load_state_dict(state["optimizer"])
+        if sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            (module,) = modules.values()
+            set_optimizer_state_dict(module, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(state["optimizer"])
         return int(state["next_step"])
+
+
+def _sharded(modules: Mapping[str, nn.Module]) -> bool:
+    return distributed.is_sharded(p for m in modules.values() for p in m.parameters())
+
+
+def _module_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state dict; an FSDP module's whole one, gathered to rank 0 (collective)."""
+    if distributed.is_sharded(module.parameters()):
+        return distributed.full_state_dict(module, to_cpu=True)
+    return module.state_dict()
+
+
+def _optimizer_state(modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimiser's state dict; for FSDP the whole one keyed by parameter name (collective)."""
+    if not _sharded(modules):
+        return optimizer.state_dict()
+    if len(modules) != 1:
+        raise UsageError("FSDP training checkpoints hold exactly one trained module.")
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    (module,) = modules.values()
+    return get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def _canonical(value: Any) -> Any:
@@ -280,8 +315,10 @@ def train(
     # under the same ones, so `next_step` alone restores the data position and every RNG stream
     fingerprint = {**config.fingerprint, "data_seed": config.seed, "global_batch": config.batch_size}
     start = checkpointer.restore(modules, optimizer, fingerprint, ctx.device)
-    for module in modules.values():  # every rank starts from rank 0's weights, as DDP does
-        distributed.broadcast_module_(module)
+    sharded = distributed.is_sharded(params)  # FSDP: its hooks synchronise weights and gradients
+    if not sharded:
+        for module in modules.values():  # every rank starts from rank 0's weights, as DDP does
+            distributed.broadcast_module_(module)
     optimizer.zero_grad(set_to_none=True)
     last: dict[str, float] = {}
     began = time.perf_counter()
@@ -295,9 +332,11 @@ def train(
         loss_total, finite = _accumulate(step_fn, batch, meter, config.seed, info.rank, ctx.device)
         if distributed.all_reduce_min(torch.tensor([1.0 if finite else 0.0])).item() < 1.0:
             raise _diverged(step, "loss", checkpointer, start)
-        distributed.all_reduce_gradients_(params)
+        if not sharded:
+            distributed.all_reduce_gradients_(params)
         max_norm = config.max_grad_norm if config.max_grad_norm else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         if not math.isfinite(grad_norm):
             raise _diverged(step, "gradient norm", checkpointer, start)
         optimizer.step()

@@ -5,10 +5,13 @@ they get identical data order, optimiser, checkpointing and logging from here.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import contextlib
+from typing import Any, Callable, Iterator, Mapping
 
 from torch import nn
 
+from vapi_bench import distributed
+from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import Generator, StageContext
 from vapi_bench.training import StepFn, TrainConfig, build_adamw, train, training_dataset
 
@@ -35,17 +38,37 @@ def finetune_module(
     cfg = resolve(params, generator, ctx, where=f"method '{method}'")
     data = training_dataset(dataset, cfg["dataset"], generator.image_size)
     module.requires_grad_(True)
-    optimizer = build_adamw(module.named_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                            betas=cfg["betas"])
     step_fn = make_step(cfg)
-    summary = train(
-        modules={module_name: module}, optimizer=optimizer, dataset=data, step_fn=step_fn, ctx=ctx,
-        config=TrainConfig(
-            steps=cfg["steps"], batch_size=cfg["batch_size"], seed=ctx.seed, ckpt_every=cfg["ckpt_every"],
-            max_grad_norm=cfg["max_grad_norm"],
-            fingerprint={"method": method, **{k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}},
-        ),
-        progress_label=method,
-    )
+    sharded = cfg.get("sharding") == "fsdp" and distributed.current().is_distributed
+    with _trained_copy(generator, module, method) if sharded else contextlib.nullcontext(module) as trained:
+        optimizer = build_adamw(trained.named_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                betas=cfg["betas"])
+        summary = train(
+            modules={module_name: trained}, optimizer=optimizer, dataset=data, step_fn=step_fn, ctx=ctx,
+            config=TrainConfig(
+                steps=cfg["steps"], batch_size=cfg["batch_size"], seed=ctx.seed, ckpt_every=cfg["ckpt_every"],
+                max_grad_norm=cfg["max_grad_norm"],
+                fingerprint={"method": method, **{k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}},
+            ),
+            progress_label=method,
+        )
     module.eval()
     return {**summary, "params": cfg}
+
+
+@contextlib.contextmanager
+def _trained_copy(generator: Generator, module: nn.Module, method: str) -> Iterator[nn.Module]:
+    """FSDP: train a sharded copy of `module` in its place inside the generator (so the method's
+    forwards, made through the generator contract, run the sharded copy), then load the trained
+    weights back into `module`, whose parameters stay plain tensors for sampling and saving."""
+    slots = [name for name, value in vars(generator).items() if value is module]
+    if len(slots) != 1:
+        raise UsageError(f"method '{method}' cannot shard this generator's module with FSDP: "
+                         f"{type(generator).__name__} does not hold it in one attribute; use sharding=ddp.")
+    sharded = distributed.fully_shard_copy(module)
+    setattr(generator, slots[0], sharded)
+    try:
+        yield sharded
+        module.load_state_dict(distributed.full_state_dict(sharded))
+    finally:
+        setattr(generator, slots[0], module)

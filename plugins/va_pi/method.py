@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import Condition, Generator, Method, StageContext
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
@@ -58,6 +59,9 @@ class VaPi(Method):
 
     def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
         def make_step(cfg: dict[str, Any]) -> VaPiStep:
+            if cfg["use_kl"] and cfg["sharding"] == "fsdp" and ctx.world_size > 1:
+                raise UsageError("va-pi: use_kl needs sharding=ddp (its frozen reference swaps plain "
+                                 "tensors into the policy, which FSDP shards).")
             # the KL reference is the policy before any update (cloned before a resume restores)
             reference = [p.detach().clone() for p in generator.policy.parameters()] if cfg["use_kl"] else None
             return VaPiStep(generator, cfg, build_pixel_objective(cfg, ctx.device), ctx.seed, reference)

@@ -60,6 +60,9 @@ TRAINING_PARAMS: tuple[Param, ...] = (
     Param("precision", str, None, "fp32 or bf16 autocast; None = the run's --precision", choices=(None, "fp32", "bf16")),
     family_param("ckpt_every", int, "save a resumable checkpoint every N steps"),
     Param("dataset", str, None, "training data (registered dataset name); None = the generator's default dataset"),
+    Param("sharding", str, "ddp", "with several ranks: 'ddp' replicates the trained module and averages gradients; "
+          "'fsdp' shards its parameters, gradients and optimiser state over the ranks (FSDP2), for models that "
+          "do not fit one device", choices=("ddp", "fsdp")),
 )
 
 REWARD_PARAMS: tuple[Param, ...] = (
