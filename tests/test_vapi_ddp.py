@@ -29,7 +29,8 @@ def _vapi_run(out_dir: Path, **extra) -> nn.Module:
     generator = tiny_llamagen(dropout=False)
     info = distributed.current()
     ctx = StageContext(out_dir=out_dir, device=torch.device("cpu"), seed=0, rank=info.rank, world_size=info.world_size)
-    VaPi(**resolve_params(VAPI_PARAMS, {**DDP_PARAMS, **extra}, "va-pi")).finetune(generator, RandomImages(), ctx)
+    summary = VaPi(**resolve_params(VAPI_PARAMS, {**DDP_PARAMS, **extra}, "va-pi")).finetune(generator, RandomImages(), ctx)
+    (out_dir / f"resumed_from-rank{info.rank}").write_text(str(summary["resumed_from"]))
     return generator.policy
 
 
@@ -78,6 +79,7 @@ def test_fsdp_on_two_gloo_ranks_equals_one_rank_and_resumes(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), resumed_dir, "fsdp", 1), nprocs=2, join=True)
     mp.spawn(_ddp_worker, args=(2, _free_port(), resumed_dir, "fsdp"), nprocs=2, join=True)
     resumed = torch.load(Path(resumed_dir) / "final.pt", weights_only=True)
+    assert [(Path(resumed_dir) / f"resumed_from-rank{r}").read_text() for r in (0, 1)] == ["1", "1"]
     for name, value in single.items():
         torch.testing.assert_close(sharded[name], value, rtol=1e-5, atol=1e-6, msg=name)
         torch.testing.assert_close(resumed[name], sharded[name], rtol=1e-5, atol=1e-6, msg=name)
