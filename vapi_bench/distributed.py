@@ -151,26 +151,30 @@ def on_main(fn: Callable[[], T]) -> T | None:
 
 
 # ---- FSDP (parameter sharding) ------------------------------------------------------------------
-def fully_shard_copy(module: nn.Module) -> nn.Module:
-    """A copy of `module` sharded over the ranks with FSDP2 (`torch.distributed.fsdp.fully_shard`):
-    each element of every nn.ModuleList (the transformer blocks) is one shard unit, the rest of the
-    module the root unit. Every rank holds 1/world of each parameter; forwards all-gather a unit's
-    parameters just in time and backwards reduce-scatter (average) its gradients.
+def fully_shard_copy(module: nn.Module, device: torch.device) -> nn.Module:
+    """A copy of `module` sharded over the ranks on `device` with FSDP2 (`fully_shard`): each
+    element of every nn.ModuleList (the transformer blocks) is one shard unit, the rest of the
+    module the root unit. Every rank holds 1/world of each parameter, gradient and optimiser
+    state; forwards all-gather a unit's parameters just in time, backwards reduce-scatter
+    (average) its gradients.
 
-    A copy, because sampling and saving after training need plain parameters: the caller loads
-    `full_state_dict(copy)` back into the original module when training ends.
+    A copy, because sampling and saving after training need plain parameters: the caller keeps
+    the original (on the CPU while training, see va_pi.harness) and loads `full_state_dict(copy)`
+    back into it when training ends.
     """
     import copy
 
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    mesh = init_device_mesh(device.type, (current().world_size,))
     sharded = copy.deepcopy(module)
     for child in sharded.modules():
         if isinstance(child, nn.ModuleList):
             for unit in child:
-                fully_shard(unit)
-    fully_shard(sharded)
-    return sharded
+                fully_shard(unit, mesh=mesh)
+    fully_shard(sharded, mesh=mesh)
+    return sharded.to(device)
 
 
 def is_sharded(params: Iterable[torch.Tensor]) -> bool:

@@ -60,15 +60,20 @@ def finetune_module(
 def _trained_copy(generator: Generator, module: nn.Module, method: str) -> Iterator[nn.Module]:
     """FSDP: train a sharded copy of `module` in its place inside the generator (so the method's
     forwards, made through the generator contract, run the sharded copy), then load the trained
-    weights back into `module`, whose parameters stay plain tensors for sampling and saving."""
+    weights back into `module`, whose parameters stay plain tensors for sampling and saving. The
+    original waits on the CPU, so the device holds one shard of the weights, gradients and
+    optimiser state per rank."""
     slots = [name for name, value in vars(generator).items() if value is module]
     if len(slots) != 1:
         raise UsageError(f"method '{method}' cannot shard this generator's module with FSDP: "
                          f"{type(generator).__name__} does not hold it in one attribute; use sharding=ddp.")
-    sharded = distributed.fully_shard_copy(module)
-    setattr(generator, slots[0], sharded)
+    device = next(module.parameters()).device
+    module.to("cpu")  # the device holds only the shards while training
     try:
+        sharded = distributed.fully_shard_copy(module, device)
+        setattr(generator, slots[0], sharded)
         yield sharded
         module.load_state_dict(distributed.full_state_dict(sharded))
     finally:
         setattr(generator, slots[0], module)
+        module.to(device)
