@@ -126,3 +126,17 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_kept(tmp_path):
     assert state["next_step"] == 2
     for name, value in reference.state_dict().items():
         assert torch.equal(state["modules"]["net"][name], value), name
+
+
+def test_a_step_whose_loss_misses_the_trained_module_is_a_clear_error(tmp_path):
+    """E.g. FSDP trained a copy the generator never calls: stop at once instead of 'training' nothing."""
+    net, other = _Net(), _Net()
+    opt = build_adamw(net.named_parameters(), lr=1e-2, weight_decay=0.0)
+
+    def step_fn(batch, meter):
+        yield other(batch.images).pow(2).mean()
+
+    ctx = StageContext(out_dir=tmp_path, device=torch.device("cpu"), seed=0)
+    with pytest.raises(UsageError, match="no gradient reached"):
+        train(modules={"net": net}, optimizer=opt, dataset=_Points(), step_fn=step_fn, ctx=ctx,
+              config=TrainConfig(steps=2, batch_size=4, seed=0, ckpt_every=1))

@@ -332,6 +332,10 @@ def train(
         loss_total, finite = _accumulate(step_fn, batch, meter, config.seed, info.rank, ctx.device)
         if distributed.all_reduce_min(torch.tensor([1.0 if finite else 0.0])).item() < 1.0:
             raise _diverged(step, "loss", checkpointer, start)
+        if step == start and all(p.grad is None for p in params):
+            raise UsageError(f"{progress_label}: no gradient reached the trained module's parameters; the step's "
+                             "losses do not depend on them (with sharding=fsdp: the generator computes them through "
+                             "a module other than the one it exposes).")
         if not sharded:
             distributed.all_reduce_gradients_(params)
         max_norm = config.max_grad_norm if config.max_grad_norm else math.inf
