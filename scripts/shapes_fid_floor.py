@@ -10,12 +10,12 @@ says how much room there was to improve. Writes results/floor-shapes-fid.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vapi_bench.store import write_csv
 from vapi_bench.imageio import to_uint8
 from vapi_bench.metrics import frechet_distance, gaussian_stats
 from vapi_bench.plugins.shapes.data import class_dataset
@@ -60,10 +60,7 @@ def main() -> None:
                          "fid": round(fid, 4), "class_accuracy": round(accuracy, 4)})
             print(rows[-1], flush=True)
     OUT.parent.mkdir(exist_ok=True)
-    with open(OUT, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(OUT, rows)
     for kind in ("real", "vq"):
         fids = [r["fid"] for r in rows if r["images"] == kind]
         print(f"{kind}: FID {np.mean(fids):.3f} ± {np.std(fids, ddof=1) if len(fids) > 1 else 0:.3f}")

@@ -12,13 +12,13 @@ Writes results/policy-drift-shapes-c2i.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vapi_bench.store import write_csv
 from vapi_bench import load_generator
 from vapi_bench.errors import CheckpointError
 from vapi_bench.plugins.shapes.data import class_dataset
@@ -83,10 +83,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "policy-drift-shapes-c2i.csv"
-    with open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows)
     print(rows[0])
     print(f"wrote {out}")
 

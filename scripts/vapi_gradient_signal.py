@@ -15,11 +15,11 @@ Writes results/vapi-gradient-signal-<model>.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import torch
 
+from vapi_bench.store import write_csv
 from vapi_bench.interfaces import StageContext
 from vapi_bench.params import resolve_params
 from vapi_bench.plugins.va_pi.method import VAPI_PARAMS, VaPiStep
@@ -82,10 +82,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"vapi-gradient-signal-{args.model}.csv"
-    with open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows)
     print(f"wrote {out}")
 
 

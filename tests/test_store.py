@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pandas as pd
+import pytest
 
 from vapi_bench import store
 from vapi_bench.leaderboard import append_rows, load, render, summarize
@@ -95,3 +96,13 @@ def test_one_run_may_stand_in_rows_that_other_identity_columns_tell_apart(tmp_pa
     append_rows(path, [{**base, "ablation": "beta", "fid": 2.5}], identity=identity)
     df = pd.read_csv(path)
     assert sorted(zip(df["ablation"], df["fid"])) == [("beta", 2.5), ("reward", 2.0)]
+
+
+def test_write_csv_writes_header_and_rows_and_refuses_nothing(tmp_path):
+    from vapi_bench.store import write_csv
+
+    path = write_csv(tmp_path / "t.csv", [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}])
+    assert path.read_text().splitlines() == ["a,b", "1,x", "2,y"]
+    with pytest.raises(ValueError, match="no rows"):
+        write_csv(tmp_path / "empty.csv", [])
+    assert not (tmp_path / "empty.csv").exists()

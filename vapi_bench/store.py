@@ -5,11 +5,13 @@ leaves the previous version intact. Leaderboard rows are appended under a file l
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 
 def atomic_write(path: Path | str, writer: Callable[[Path], None]) -> Path:
@@ -75,3 +77,14 @@ def read_jsonl(path: Path | str) -> Iterator[dict[str, Any]]:
 def write_jsonl(path: Path | str, records: Iterable[dict[str, Any]]) -> Path:
     text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
     return atomic_write_text(path, text)
+
+
+def write_csv(path: Path | str, rows: Sequence[dict[str, Any]]) -> Path:
+    """Rows (dicts with the same keys, in order) as a CSV with a header, written atomically."""
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
