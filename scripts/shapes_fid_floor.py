@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vapi_bench.store import write_csv
+from vapi_bench.hashing import file_digest
 from vapi_bench.imageio import to_uint8
 from vapi_bench.metrics import frechet_distance, gaussian_stats
 from vapi_bench.plugins.shapes.data import class_dataset
 from vapi_bench.plugins.shapes.features import DEFAULT_WEIGHTS, extract, load_feature_net
 from vapi_bench.plugins.shapes.zoo_files import load_vq, read_manifest, zoo_dir_or_default
 from vapi_bench.plugins.shapes.zoo_train import images_to_float
-from vapi_bench.hashing import file_digest
+from vapi_bench.store import write_csv
 from vapi_bench.tasks.shapes.reference import load_reference
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "floor-shapes-fid.csv"

@@ -1,8 +1,9 @@
 """Where each fine-tuning method moved the shapes-c2i policy: held-out likelihood and entropy.
 
-For the base GPT and every fine-tuned shapes-c2i GPT found under runs/finetune (the evidence
-runs), teacher-forced on held-out 'test' images: the cross-entropy of the true tokens (how well
-the model still fits the data distribution) and the mean entropy of its next-token distribution
+For each base GPT (the zoo's, and any --checkpoint a run started from, e.g. the weak base) and
+every fine-tuned shapes-c2i GPT found under runs/finetune (the evidence runs), teacher-forced
+on held-out 'test' images: the cross-entropy of the true tokens (how well the model still fits
+the data distribution) and the mean entropy of its next-token distribution
 (sharper or flatter than the base). A method that raises held-out CE moves the unguided sample
 distribution away from the data, which is what FID without CFG measures.
 Writes results/policy-drift-shapes-c2i.csv.
@@ -18,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vapi_bench.store import write_csv
 from vapi_bench import load_generator
 from vapi_bench.errors import CheckpointError
 from vapi_bench.plugins.shapes.data import class_dataset
+from vapi_bench.plugins.shapes.zoo_train import images_to_float
+from vapi_bench.plugins.va_pi.objective import teacher_forced_ce
+from vapi_bench.store import write_csv
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -37,6 +40,11 @@ def finetuned_runs(runs_dir: Path) -> dict[str, dict]:
     return out
 
 
+def _base_name(checkpoint: str) -> str:
+    """'zoo' for the shipped GPT, else the --checkpoint file the run fine-tuned (e.g. the weak base)."""
+    return Path(checkpoint).name if checkpoint else "zoo"
+
+
 def _settings(params: dict) -> str:
     """The ablated knobs of a VA-π run (empty for the baselines)."""
     keys = ("w_mse", "w_perceptual", "beta", "use_kl", "kl_coef", "xi") if "group_size" in params else ()
@@ -46,11 +54,10 @@ def _settings(params: dict) -> str:
 @torch.no_grad()
 def drift(generator, images: torch.Tensor, labels: list[int]) -> tuple[float, float]:
     tokens = generator.encode(images).long()
-    logits = generator.teacher_forced_logits(tokens, generator.prepare_conditions(labels), None).float()
+    logits = generator.teacher_forced_logits(tokens, generator.prepare_conditions(labels)).float()
     logp = torch.log_softmax(logits, dim=-1)
-    ce = -logp.gather(-1, tokens[..., None]).mean().item()
     entropy = -(logp.exp() * logp).sum(-1).mean().item()
-    return ce, entropy
+    return teacher_forced_ce(logits, tokens).item(), entropy
 
 
 def main() -> None:
@@ -60,12 +67,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = class_dataset("test", args.n, 32, 7)
-    images = torch.from_numpy(np.stack([data.scene(i).image for i in range(args.n)])).permute(0, 3, 1, 2)
-    images = images.float() / 127.5 - 1.0
+    images = images_to_float(torch.from_numpy(np.stack([data.scene(i).image for i in range(args.n)])).permute(0, 3, 1, 2))
     labels = data.labels()
-    rows = [{"method": "none", "steps": 0, "batch_size": 0, "seed": "", "settings": "", "run": "",
-             **dict(zip(("heldout_ce", "entropy"), drift(load_generator("shapes-c2i"), images, labels)))}]
-    for key, spec in sorted(finetuned_runs(args.runs_dir).items(), key=lambda kv: (kv[1]["method"], kv[1]["seed"])):
+    runs = finetuned_runs(args.runs_dir)
+    rows = []
+    for base in sorted({spec.get("checkpoint") or "" for spec in runs.values()} | {""}):
+        ce, entropy = drift(load_generator("shapes-c2i", checkpoint=base or None), images, labels)
+        rows.append({"base": _base_name(base), "method": "none", "steps": 0, "batch_size": 0, "seed": "",
+                     "settings": "", "run": "", "heldout_ce": ce, "entropy": entropy})
+    order = lambda kv: (kv[1].get("checkpoint") or "", kv[1]["method"], kv[0])  # noqa: E731
+    for key, spec in sorted(runs.items(), key=order):
         stage = args.runs_dir / "finetune" / key
         weights = stage / "weights" / "gpt.safetensors"
         if not weights.exists():
@@ -77,14 +88,13 @@ def main() -> None:
             print(f"skipped {stage}: fine-tuned from another zoo build", flush=True)
             continue
         ce, entropy = drift(generator, images, labels)
-        rows.append({"method": spec["method"], "steps": params.get("steps"), "batch_size": params.get("batch_size"),
-                     "seed": spec["seed"], "settings": _settings(params), "run": key,
-                     "heldout_ce": ce, "entropy": entropy})
+        rows.append({"base": _base_name(spec.get("checkpoint") or ""), "method": spec["method"],
+                     "steps": params.get("steps"), "batch_size": params.get("batch_size"), "seed": spec["seed"],
+                     "settings": _settings(params), "run": key, "heldout_ce": ce, "entropy": entropy})
         print(rows[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "policy-drift-shapes-c2i.csv"
     write_csv(out, rows)
-    print(rows[0])
     print(f"wrote {out}")
 
 

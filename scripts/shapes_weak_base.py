@@ -15,11 +15,10 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vapi_bench.plugins.llamagen.gpt import GPT
-from vapi_bench.plugins.shapes.data import class_dataset
+from vapi_bench.plugins.shapes.zoo import render_sets
 from vapi_bench.plugins.shapes.zoo_config import FULL
 from vapi_bench.plugins.shapes.zoo_files import gpt_config, load_vq, read_manifest, save_module, zoo_dir_or_default
 from vapi_bench.plugins.shapes.zoo_train import encode_dataset, train_gpt
@@ -36,11 +35,9 @@ def main() -> None:
     root = zoo_dir_or_default(None)
     manifest = read_manifest(root)
     seed = manifest["seed"]
-    data = class_dataset("train", FULL.n_class_images, FULL.image_size, seed)
-    scenes = [data.scene(i) for i in range(len(data))]
-    images = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([s.label for s in scenes])
-    tokens = encode_dataset(load_vq(root, manifest), images)
+    sets = render_sets(FULL, seed, step=lambda n: None)  # the zoo's training data, as `zoo build` renders it
+    labels = sets.class_labels
+    tokens = encode_dataset(load_vq(root, manifest), sets.class_images)
     torch.manual_seed(derive_seed(seed, 0, "zoo/c2i"))  # the zoo's initialisation
     gpt = GPT(gpt_config(manifest, "c2i"))
     losses = train_gpt(gpt, tokens, lambda rows: labels[rows], replace(FULL.c2i_optim, steps=args.steps),

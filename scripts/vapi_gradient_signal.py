@@ -19,13 +19,14 @@ from pathlib import Path
 
 import torch
 
-from vapi_bench.store import write_csv
 from vapi_bench.interfaces import StageContext
 from vapi_bench.params import resolve_params
 from vapi_bench.plugins.va_pi.method import VAPI_PARAMS, VaPiStep
+from vapi_bench.plugins.va_pi.objective import teacher_forced_ce
 from vapi_bench.plugins.va_pi.pixel import build_pixel_objective
 from vapi_bench.plugins.va_pi.recipes import resolve
 from vapi_bench.registry import get_registry
+from vapi_bench.store import write_csv
 from vapi_bench.training import MetricMeter, load_batch, step_indices, training_dataset
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -37,20 +38,24 @@ def flat_grad(module: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
 
 
-def term_gradients(step: VaPiStep, batch, seed_tag: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(PPO-term gradient, CE-term gradient) of the batch, with the G draws seeded by seed_tag."""
-    step.seed = seed_tag
+def pg_gradient(generator, cfg: dict, objective, batch, draw_seed: int) -> torch.Tensor:
+    """Gradient of the PPO term alone (β = 0) with the G sequences per image drawn from `draw_seed`.
+    The update's label dropout is seeded identically for every draw, so two calls differ only by
+    the sampled sequences."""
+    step = VaPiStep(generator, {**cfg, "beta": 0.0}, objective, draw_seed)
     roll = step.rollout(batch)
-    policy = step.gen.policy
-    policy.train()
-    beta = step.cfg["beta"]
-    step.cfg["beta"] = 0.0  # micro_loss = PPO only
-    pg = flat_grad(policy, step.micro_loss(batch.conditions, roll, slice(0, len(batch)), MetricMeter()))
-    step.cfg["beta"] = beta
-    gen = step.gen
-    logits = gen.teacher_forced_logits(roll["gt"], gen.prepare_conditions(batch.conditions), roll.get("context"))
-    ce = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), roll["gt"].flatten())
-    return pg, flat_grad(policy, beta * ce)
+    generator.policy.train()
+    torch.manual_seed(0)
+    return flat_grad(generator.policy, step.micro_loss(batch.conditions, roll, slice(0, len(batch)), MetricMeter()))
+
+
+def ce_gradient(generator, cfg: dict, batch) -> torch.Tensor:
+    """Gradient of β · teacher-forced CE on the true tokens: the SFT direction (does not depend on a draw)."""
+    tokens = generator.encode(batch.images).long()
+    generator.policy.train()
+    torch.manual_seed(0)
+    logits = generator.teacher_forced_logits(tokens, generator.prepare_conditions(batch.conditions))
+    return flat_grad(generator.policy, cfg["beta"] * teacher_forced_ce(logits, tokens))
 
 
 def main() -> None:
@@ -66,14 +71,14 @@ def main() -> None:
     ctx = StageContext(out_dir=Path("."), device=torch.device("cpu"), seed=0)
     cfg = resolve(resolve_params(VAPI_PARAMS, {}, where="va-pi"), generator, ctx, where="va-pi")
     data = training_dataset(None, cfg["dataset"], generator.image_size)
-    step = VaPiStep(generator, cfg, build_pixel_objective(cfg, ctx.device), 0)
+    objective = build_pixel_objective(cfg, ctx.device)
     rows = []
     for size in (int(b) for b in args.batches.split(",")):
         for repeat in range(args.repeats):
             indices = step_indices(1000 + repeat, 0, len(data), size)
             batch = load_batch(data, 0, indices, list(range(size)), ctx.device)
-            pg_a, ce = term_gradients(step, batch, 1)
-            pg_b, _ = term_gradients(step, batch, 2)
+            pg_a, pg_b = (pg_gradient(generator, cfg, objective, batch, draw) for draw in (1, 2))
+            ce = ce_gradient(generator, cfg, batch)
             cos = torch.nn.functional.cosine_similarity
             rows.append({"model": args.model, "images_per_step": size, "group_size": cfg["group_size"],
                          "repeat": repeat, "cos_pg_draw_a_vs_b": round(cos(pg_a, pg_b, dim=0).item(), 4),

@@ -39,7 +39,7 @@ def finetune_module(
     data = training_dataset(dataset, cfg["dataset"], generator.image_size)
     module.requires_grad_(True)
     step_fn = make_step(cfg)
-    sharded = cfg.get("sharding") == "fsdp" and distributed.current().is_distributed
+    sharded = cfg["sharding"] == "fsdp" and distributed.current().is_distributed
     with _trained_copy(generator, module, method) if sharded else contextlib.nullcontext(module) as trained:
         optimizer = build_adamw(trained.named_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                 betas=cfg["betas"])
