@@ -2,16 +2,13 @@
 against its official formula written out here independently, plus checkpoint loading and errors."""
 from __future__ import annotations
 
-import json
 import re
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from geneval_testing import register_tiny_clip
+from geneval_testing import register_tiny_clip, register_tiny_hps, write_tiny_hps_checkpoint
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
@@ -19,12 +16,6 @@ from torchvision.transforms import functional as TF
 import vapi_bench
 from vapi_bench.errors import CheckpointError, DataError, OfflineError, UsageError
 
-TINY_HPS_ARCH = "vapi-tiny-hps"  # GELU (not QuickGELU), as HPS's ViT-H-14
-_TINY_HPS = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 #: The key names of an HPS v2 / v2.1 checkpoint's state_dict (open_clip ViT-H-14), layer index as N.
 HPS_KEY_NAMES = sorted(
     ["ln_final.bias", "ln_final.weight", "logit_scale", "positional_embedding", "text_projection",
@@ -47,24 +38,14 @@ def _normalised_keys(state: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_hps_arch() -> str:
-    import open_clip
-
-    folder = Path(tempfile.mkdtemp(prefix="vapi-tiny-hps-"))
-    (folder / f"{TINY_HPS_ARCH}.json").write_text(json.dumps(_TINY_HPS))
-    open_clip.add_model_config(folder)
-    return TINY_HPS_ARCH
+    return register_tiny_hps()
 
 
 @pytest.fixture(scope="module")
-def hps_checkpoint(tiny_hps_arch, tmp_path_factory):
-    """A random tiny model saved in HPS's checkpoint layout (extra entries like the released files)."""
-    import open_clip
-
-    torch.manual_seed(0)
-    model = open_clip.create_model(tiny_hps_arch, pretrained=None).eval()
+def hps_checkpoint(tmp_path_factory):
+    """A random tiny model saved in HPS's checkpoint layout, and the model."""
     path = tmp_path_factory.mktemp("hps") / "HPS_v2.1_compressed.pt"
-    torch.save({"epoch": 3, "name": "tiny", "state_dict": model.state_dict()}, path)
-    return path, model
+    return path, write_tiny_hps_checkpoint(path)
 
 
 @pytest.fixture(scope="module")

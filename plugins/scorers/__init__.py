@@ -39,7 +39,9 @@ def _hps_params(version: str) -> tuple[Param, ...]:
     ) + _CLASS_PARAMS
 
 
-def _hps_entry(name: str, version: str) -> Entry:
+def _hps_entry(version: str) -> Entry:
+    from .hps import HPS_NAMES
+
     def build(**params: Any):
         from .hps import HpsScorer
 
@@ -50,7 +52,7 @@ def _hps_entry(name: str, version: str) -> Entry:
 
         return [hps_requirement(version, weights)]
 
-    return Entry(name, factory=build, params=_hps_params(version), requirements=requirements,
+    return Entry(HPS_NAMES[version], factory=build, params=_hps_params(version), requirements=requirements,
                  summary=f"HPS {version}: cos(image, prompt) of the HPS-tuned open_clip ViT-H/14 (raw cosine; "
                          "x100 in benchmark tables)")
 
@@ -86,8 +88,8 @@ def register_scorers(register) -> None:
                    summary="LPIPS v0.1 with VGG16 (lpips package heads; as LlamaGen's / VA-π's C2I reward)"))
     register(Entry("lpips-alex", factory=lambda weights=None: LpipsScorer("alex", weights), params=_lpips_params("alex"),
                    summary="LPIPS v0.1 with AlexNet (the lpips package default; VA-π's Janus-Pro reward)"))
-    register(_hps_entry("hpsv2", "v2.0"))
-    register(_hps_entry("hpsv2.1", "v2.1"))
+    register(_hps_entry("v2.0"))
+    register(_hps_entry("v2.1"))
     register(Entry("clip-score", factory=_build_clip_score, params=_CLIP_SCORE_PARAMS, aliases=("clip",),
                    requirements=_clip_score_requirements,
                    summary="CLIP score: cos(image, prompt) with OpenAI CLIP ViT-L/14 or ViT-B/32 (raw cosine)"))

@@ -33,6 +33,8 @@ from .text_image import DEFAULT_CLASS_PROMPT, TextImageScorer
 HPS_ARCH = "ViT-H-14"
 HPS_REPO = "xswu/HPSv2"
 HPS_FILES = {"v2.0": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}
+#: The scorer's registered name per version, also the cache sub-folder of its checkpoint.
+HPS_NAMES = {"v2.0": "hpsv2", "v2.1": "hpsv2.1"}
 IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -44,7 +46,7 @@ def hps_requirement(version: str, weights: str = "") -> WeightRequirement:
     if version not in HPS_FILES:
         raise UsageError(f"HPS version must be one of {sorted(HPS_FILES)}, got {version!r}.")
     return WeightRequirement(
-        f"hps{version}", url=f"hf://{HPS_REPO}/{HPS_FILES[version]}", spec=weights or None,
+        HPS_NAMES[version], url=f"hf://{HPS_REPO}/{HPS_FILES[version]}", spec=weights or None,
         description=f"HPS {version} checkpoint (open_clip ViT-H-14, key 'state_dict')",
     )
 
@@ -105,7 +107,7 @@ class HpsScorer(TextImageScorer):
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.image_size = int(self.model.visual.image_size[0])
         self.version, self.precision, self.arch = version, precision, arch
-        self.description = {"scorer": f"hps{version}", "arch": arch, "weights": str(path),
+        self.description = {"scorer": HPS_NAMES[version], "arch": arch, "weights": str(path),
                             "weights_sha256": sha256_file(path)}
 
     def train(self, mode: bool = True) -> "HpsScorer":

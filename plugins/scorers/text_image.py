@@ -18,7 +18,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from vapi_bench.errors import DataError, UsageError
@@ -66,14 +65,6 @@ def images_to_pixels(images: torch.Tensor) -> torch.Tensor:
     if images.dim() != 4 or images.shape[1] != 3:
         raise DataError(f"text-image scorers expect images [B, 3, H, W], got {tuple(images.shape)}.")
     return torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).to(images.device)
-
-
-def stack_pixels(arrays: Sequence[np.ndarray], where: str) -> torch.Tensor:
-    """HxWx3 uint8 arrays (read from files) as one uint8 [B, 3, H, W] batch; sizes must agree."""
-    sizes = {array.shape for array in arrays}
-    if len(sizes) != 1:
-        raise DataError(f"{where}: images in one batch differ in size ({sorted(sizes)}); score one size at a time.")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
 class TextImageScorer(Scorer):
