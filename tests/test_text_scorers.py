@@ -214,3 +214,75 @@ def test_clip_score_architectures_and_default_weights(tmp_path, monkeypatch):
         vapi_bench.load_scorer("clip-score", arch="ViT-B-32")
     with pytest.raises(UsageError, match="no default weights"):
         vapi_bench.load_scorer("clip-score", arch="RN50")
+
+
+@pytest.fixture(scope="module")
+def pickscore_folder(tmp_path_factory):
+    """A tiny random transformers CLIPModel with PickScore's layout (OpenAI BPE vocabulary size)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(2)
+    config = CLIPConfig(
+        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 77},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16)
+    folder = tmp_path_factory.mktemp("pickscore")
+    CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+def _pooled(output) -> torch.Tensor:
+    return output if torch.is_tensor(output) else output.pooler_output
+
+
+def test_pickscore_is_logit_scale_times_cosine(pickscore_folder):
+    """PickScore README: processor(images), processor(text) -> get_*_features, normalise,
+    logit_scale.exp() * text @ image.T (diagonal)."""
+    import open_clip
+
+    scorer = vapi_bench.load_scorer("pickscore", weights=str(pickscore_folder))
+    model = scorer.model
+    transform = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32),
+                           T.ToTensor(), T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+    images = _images(4, 40, 48, seed=11)
+    tokens = open_clip.get_tokenizer("ViT-H-14")(PROMPTS)
+    with torch.no_grad():
+        image = _pooled(model.get_image_features(pixel_values=torch.stack([transform(p) for p in _pil(images)])))
+        text = _pooled(model.get_text_features(input_ids=tokens))
+        masked = _pooled(model.get_text_features(input_ids=tokens, attention_mask=(tokens != 0).long()))
+    torch.testing.assert_close(text, masked)  # padding after end-of-text cannot change the feature
+    expected = model.logit_scale.exp() * (F.normalize(image, dim=-1) * F.normalize(text, dim=-1)).sum(-1)
+    torch.testing.assert_close(scorer(images, conditions=PROMPTS), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pickscore_weights_default_and_errors(tmp_path, monkeypatch):
+    from vapi_bench.registry import get_registry
+
+    monkeypatch.setenv("VAPI_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("VAPI_BENCH_OFFLINE", "1")
+    requirements = get_registry().get("scorers", "pickscore").requirements(weights="")
+    assert [r.url for r in requirements] == ["hf://yuvalkirstain/PickScore_v1/config.json",
+                                             "hf://yuvalkirstain/PickScore_v1/pytorch_model.bin"]
+    with pytest.raises(OfflineError, match="PickScore_v1/resolve/main/config.json"):
+        vapi_bench.load_scorer("pickscore")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="PickScore model folder"):
+        vapi_bench.load_scorer("pickscore", weights=str(tmp_path / "broken"))
+
+
+def test_prepare_lists_a_scorers_files_offline(capsys, tmp_path, monkeypatch):
+    """`vapi-bench prepare --scorer hpsv2.1 --offline` checks the scorer's file and names where it goes."""
+    from vapi_bench.cli import main
+
+    monkeypatch.setenv("VAPI_BENCH_CACHE", str(tmp_path))
+    with pytest.raises(SystemExit) as info:
+        main(["prepare", "--scorer", "hpsv2.1", "--offline"])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert info.value.code == 1 and "hpsv2.1" in text and "missing" in text and "1 of 1 files" in text
+    with pytest.raises(SystemExit) as info:
+        main(["prepare", "-s", "clip-score", "--set", "arch=ViT-B-32", "--offline"])
+    assert info.value.code == 1 and "clip-b32" in capsys.readouterr().out

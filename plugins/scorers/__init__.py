@@ -1,8 +1,9 @@
 """Image scorers shared by methods (rewards, losses) and tasks (metrics) (entry point `scorers`).
 
 Pair scorers `mse`, `l1`, `lpips-vgg` (LlamaGen's perceptual reward) and `lpips-alex` (Janus-Pro's);
-text-image scorers `hpsv2`, `hpsv2.1` and `clip-score` (see docs/scorers.md). The text-image
-modules import open_clip only when a scorer is built, so listing plugins stays fast.
+text-image scorers `hpsv2`, `hpsv2.1`, `clip-score` and `pickscore` (see docs/scorers.md). The
+text-image modules import open_clip / transformers only when a scorer is built, so listing plugins
+stays fast.
 """
 from __future__ import annotations
 
@@ -80,6 +81,24 @@ _CLIP_SCORE_PARAMS = (
 ) + _CLASS_PARAMS
 
 
+def _build_pickscore(**params: Any):
+    from .pickscore import PickScoreScorer
+
+    return PickScoreScorer(**params)
+
+
+def _pickscore_requirements(weights: str = "", **_: Any) -> list[Any]:
+    from .pickscore import pickscore_requirements
+
+    return pickscore_requirements(weights)
+
+
+_PICKSCORE_PARAMS = (
+    Param("weights", str, "", "local transformers CLIPModel folder; empty = yuvalkirstain/PickScore_v1 "
+          "(config.json + pytorch_model.bin, through the weight cache)"),
+) + _CLASS_PARAMS
+
+
 @hookimpl
 def register_scorers(register) -> None:
     register(Entry("mse", factory=MSEScorer, summary="mean squared error over pixels in [-1, 1], per image"))
@@ -93,3 +112,5 @@ def register_scorers(register) -> None:
     register(Entry("clip-score", factory=_build_clip_score, params=_CLIP_SCORE_PARAMS, aliases=("clip",),
                    requirements=_clip_score_requirements,
                    summary="CLIP score: cos(image, prompt) with OpenAI CLIP ViT-L/14 or ViT-B/32 (raw cosine)"))
+    register(Entry("pickscore", factory=_build_pickscore, params=_PICKSCORE_PARAMS, requirements=_pickscore_requirements,
+                   summary="PickScore_v1: logit_scale x cos(image, prompt) of a preference-tuned CLIP-H/14 (raw, ~20)"))
