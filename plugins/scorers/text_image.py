@@ -102,4 +102,5 @@ class TextImageScorer(Scorer):
         return self.score_pixels(images_to_pixels(images), self.texts(conditions))
 
     def score_pixels(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-        raise NotImplementedError
+        """Per-image scores [B] of uint8 pixels [B, 3, H, W] against texts; each scorer defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement score_pixels")
