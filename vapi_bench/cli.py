@@ -202,13 +202,14 @@ def leaderboard(
 
 
 def _requirements(model: str | None, method: str | None, task: str | None, overrides: dict[str, str],
-                  checkpoint: str | None) -> list[Any]:
+                  checkpoint: str | None, scorer: str | None = None) -> list[Any]:
     """Every WeightRequirement the named plugins declare (via Entry.requirements or .requirements())."""
     from .params import resolve_params, split_overrides
     from .registry import get_registry
 
     reg = get_registry()
-    chosen = [(k, n) for k, n in (("generators", model), ("methods", method), ("tasks", task)) if n]
+    chosen = [(k, n) for k, n in (("generators", model), ("methods", method), ("tasks", task), ("scorers", scorer))
+              if n]
     entries = {k: reg.get(k, n) for k, n in chosen}
     routed = split_overrides(overrides, {k: e.params for k, e in entries.items()})
     found: list[Any] = []
@@ -228,17 +229,18 @@ def prepare(
     model: Optional[str] = typer.Option(None, "--model", "-m"),
     method: Optional[str] = typer.Option(None, "--method", "-a"),
     task: Optional[str] = typer.Option(None, "--task", "-t"),
+    scorer: Optional[str] = typer.Option(None, "--scorer", "-s", help="a scorer (reward or metric network)"),
     set_: list[str] = SetOpt,
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint"),
     offline: bool = typer.Option(False, "--offline", help="only check the cache; never touch the network"),
 ) -> None:
-    """Fetch every file a (model, method, task) needs into the cache, for later --offline runs."""
+    """Fetch every file a (model, method, task, scorer) needs into the cache, for later --offline runs."""
     from .prepare import prepare as fetch_all
     from .weights import cache_dir
 
-    if not (model or method or task):
-        raise UsageError("Name at least one of --model, --method, --task.")
-    needed = _requirements(model, method, task, parse_set_options(set_), checkpoint)
+    if not (model or method or task or scorer):
+        raise UsageError("Name at least one of --model, --method, --task, --scorer.")
+    needed = _requirements(model, method, task, parse_set_options(set_), checkpoint, scorer)
     outcomes = fetch_all(needed, offline=offline)
     table = Table(title=f"prepare (cache: {cache_dir()})", title_justify="left")
     for col in ("what", "status", "path", "note"):

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
+from .errors import UsageError
 from .params import Param
 
 Condition = int | str
@@ -250,13 +251,42 @@ class Task(ABC):
 
 
 class Scorer(nn.Module):
-    """An image-pair scorer shared by methods (as a reward term) and tasks.
+    """An image scorer shared by methods (as a reward term) and tasks (as a metric).
 
-    forward(pred, target) -> per-image distance [B] (lower is better), images in [-1,1].
-    `differentiable` says whether gradients flow to `pred`.
+    Two kinds, told apart by `needs_reference` / `needs_conditions`:
+    - pair scorers (mse, l1, lpips-*): `forward(pred, target)` -> per-image distance [B], lower
+      is better;
+    - conditioned scorers (hpsv2, clip-score, pickscore, ...):
+      `forward(images, conditions=None, reference=None)` -> per-image score [B], higher is better;
+      `conditions` holds one condition per image (a prompt str, or an int class the scorer maps
+      to text).
+    Images are in [-1, 1]. Generic callers (reward combinations, tasks) use `score()`, which
+    takes keywords, checks that what the scorer needs was given, and calls the right form.
+    `differentiable` says whether gradients flow to the images.
     """
 
     differentiable: bool = True
+    higher_is_better: bool = False
+    needs_reference: bool = True
+    needs_conditions: bool = False
+
+    def score(
+        self,
+        images: torch.Tensor,
+        conditions: Sequence[Condition] | None = None,
+        reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-image values [B] whatever the scorer's kind (see the class docstring)."""
+        name = type(self).__name__
+        if self.needs_reference and reference is None:
+            raise UsageError(f"scorer {name} compares with a reference image; pass reference=<images>.")
+        if self.needs_conditions and conditions is None:
+            raise UsageError(f"scorer {name} scores images against their conditions; pass conditions=<prompts>.")
+        if self.needs_conditions and len(conditions) != len(images):
+            raise UsageError(f"scorer {name}: {len(images)} images but {len(conditions)} conditions.")
+        if self.needs_reference and not self.needs_conditions:
+            return self(images, reference)
+        return self(images, conditions=conditions, reference=reference)
 
 
 def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:
