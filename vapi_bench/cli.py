@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UsageError, VapiError
@@ -118,7 +119,7 @@ def run(
     requests = [
         _request(model=model, method=m, task=task, set_=set_, checkpoint=checkpoint, seed=s, runs_dir=runs_dir,
                  results_dir=results_dir, limit=limit, device=device, force=force, batch_size=batch_size,
-                 precision=precision, leaderboard=not no_leaderboard)
+                 precision=precision, leaderboard=not no_leaderboard, methods=tuple(method))
         for s in seed for m in method
     ]
     _print_rows(_execute(requests))
@@ -190,6 +191,8 @@ def leaderboard(
         raise VapiError(f"No leaderboard rows in {results_dir}" + (f" for task '{task}'." if task else "."))
     if not raw and fmt in {"table", "md"}:
         df = lb.summarize(df)
+        for note in df.attrs.get("notes", []):
+            console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     if fmt != "table":
         sys.stdout.write(lb.render(df, fmt))
         return
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     except VapiError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         raise SystemExit(130) from None
