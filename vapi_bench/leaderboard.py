@@ -28,6 +28,8 @@ DESCRIPTIVE_COLUMNS = [
     "settings", "lr", "n_samples", "cfg_scale", "temperature", "top_k", "top_p", "cfg_interval",
     "evaluator", "evaluator_version",
 ]
+#: the descriptive columns a summary shows (the others only keep configurations apart)
+SUMMARY_COLUMNS = ["settings", "lr"]
 #: facts of one run, not of its configuration (never averaged, never grouped by)
 PER_RUN_COLUMNS = ["seed", "tune_minutes", "run_id", "date"]
 TAIL_COLUMNS = [IDENTITY_COLUMN, *DESCRIPTIVE_COLUMNS, *PER_RUN_COLUMNS]
@@ -116,7 +118,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     out["seeds"] = grouped["seed"].nunique(dropna=False) if "seed" in df.columns else grouped.size()
     out = out.reset_index()
     lead = [c for c in [*LEAD_COLUMNS, IDENTITY_COLUMN] if c in out.columns]
-    out = out[lead + numeric + ["seeds"] + [c for c in keys if c not in lead]]
+    out = out[lead + numeric + ["seeds"] + [c for c in SUMMARY_COLUMNS if c in keys]]
     out.attrs["notes"] = notes
     return out
 

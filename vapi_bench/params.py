@@ -144,7 +144,7 @@ def route_overrides(
             kinds = list(dict.fromkeys(k for k, _ in targets))
             if len(kinds) > 1:
                 candidates = ", ".join(f"{k}.{key}" for k in kinds)
-                owners = "; ".join(f"{k}: {', '.join(n for kk, n in targets if kk == k)}" for k in kinds)
+                owners = ", ".join(_owner(k, [n for kk, n in targets if kk == k]) for k in kinds)
                 raise UsageError(
                     f"--set {key} is ambiguous: it is declared by more than one part of this run ({owners}). "
                     f"Qualify it: {candidates}."
@@ -154,6 +154,11 @@ def route_overrides(
         for kind, plugin in targets:
             routed[kind][plugin][name] = value
     return routed
+
+
+def _owner(kind: str, names: list[str]) -> str:
+    named = [n for n in names if n != kind]
+    return f"{kind} ({', '.join(named)})" if named else kind
 
 
 def _declares(params: Sequence[Param], key: str) -> bool:
@@ -171,7 +176,7 @@ def _qualified_targets(qualifier: str, key: str, plugins: Mapping[str, Mapping[s
         near = difflib.get_close_matches(qualifier, list(plugins) + names, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(near)}?" if near else ""
         raise UsageError(
-            f"--set {given}: '{qualifier}' is neither a kind ({', '.join(plugins)}) nor a plugin of this run "
+            f"--set {given}: '{qualifier}' is neither a kind ({', '.join(_kinds(plugins))}) nor a plugin of this run "
             f"({', '.join(dict.fromkeys(names)) or 'none'}).{hint}"
         )
     targets = [(k, n) for k, n in scope if _declares(plugins[k][n], key)]
@@ -180,6 +185,11 @@ def _qualified_targets(qualifier: str, key: str, plugins: Mapping[str, Mapping[s
         raise UsageError(f"Unknown --set key '{given}': {qualifier} has no parameter '{key}'.{_near(key, subset)}"
                          f"\nValid keys:\n{_listing(subset)}")
     return targets
+
+
+def _kinds(plugins: Mapping[str, Any]) -> list[str]:
+    """The kind qualifiers to suggest (a run's `dataset.` keys are routed once the dataset is known)."""
+    return list(plugins) + (["dataset"] if "method" in plugins and "dataset" not in plugins else [])
 
 
 def _near(key: str, plugins: Mapping[str, Mapping[str, Sequence[Param]]]) -> str:

@@ -67,7 +67,7 @@ class Registry:
             _check_factory(kind, entry, provider)
         entry = replace(entry, provider=provider)
         table = self.entries[kind]
-        for key in (entry.name, *entry.aliases):
+        for key in (entry.name, *getattr(entry, "aliases", ())):
             low = key.lower()
             if low in table:
                 other = table[low]
