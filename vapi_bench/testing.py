@@ -230,6 +230,7 @@ def check_method(method: Method, make_generator: Callable[[], Generator], datase
     who = _label("method", method, plugin) if name is None else f"method '{name}' (plugin '{plugin or '?'}')"
     states, summary = [], {}
     for attempt in range(2):
+        torch.manual_seed(seed)  # as the runner does: random-init weights follow the run's seed
         generator = make_generator()
         before = _trainable_state(generator)
         with tempfile.TemporaryDirectory() as tmp:
