@@ -24,7 +24,7 @@ DEFAULT_METHODS = ["none", "va-pi"]
 DEFAULT_TASK = "shapes-fid"
 
 KIND_ALIASES = {"models": "generators", "generators": "generators", "methods": "methods", "tasks": "tasks",
-                "scorers": "scorers", "datasets": "datasets"}
+                "scorers": "scorers", "datasets": "datasets", "families": "families"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark post-training methods (VA-π and baselines) for AR image generators.")
@@ -35,7 +35,7 @@ ResultsDirOpt = typer.Option(Path("results"), "--results-dir", help="where leade
 
 
 @app.command("list")
-def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | all")) -> None:
+def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | families | all")) -> None:
     """List what the installed plugins offer."""
     from .registry import KINDS, get_registry
 

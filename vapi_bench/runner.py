@@ -24,10 +24,10 @@ import torch
 from . import store
 from .distributed import barrier, device_for, dist_info_from_env, init_process_group
 from .errors import UsageError
+from .families import apply_family_defaults, family_keys
 from .hashing import environment_versions, file_digest, git_commit, stable_hash
 from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
 from .leaderboard import append_rows, leaderboard_path
-from .families import apply_family_defaults, family_keys
 from .params import resolve_params, route_overrides
 from .progress import add_task, advance, make_progress
 from .registry import Registry, get_registry
