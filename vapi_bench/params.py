@@ -114,10 +114,6 @@ def parse_set_options(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-#: `--set kind.key=value` qualifiers; a plugin's own name (`--set va-pi.group_size=4`) works too
-KIND_QUALIFIERS = ("model", "method", "task", "sampling", "dataset")
-
-
 def route_overrides(
     overrides: Mapping[str, Any], plugins: Mapping[str, Mapping[str, Sequence[Param]]]
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -169,6 +165,8 @@ def _qualified_targets(qualifier: str, key: str, plugins: Mapping[str, Mapping[s
                        given: str) -> list[tuple[str, str]]:
     if qualifier in plugins:
         scope = [(qualifier, n) for n in plugins[qualifier]]
+        if not scope:
+            raise UsageError(f"--set {given}: this command has no {qualifier}.")
     else:
         scope = [(k, n) for k, named in plugins.items() for n in named if n.lower() == qualifier.lower()]
     if not scope:
