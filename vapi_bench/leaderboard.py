@@ -99,7 +99,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     if legacy.any():
         df[IDENTITY_COLUMN] = df[IDENTITY_COLUMN].astype(object).where(~legacy, UNRECORDED)
         notes.append(f"{int(legacy.sum())} row(s) predate configuration identity (no `config` column): they are "
-                     f"grouped by model, method, task, variant and sampling recipe only, so they may mix settings.")
+                     f"grouped by model, method, task, variant and the sampling and evaluation columns they carry, "
+                     f"so they may mix settings.")
     keys = [c for c in [*LEAD_COLUMNS, IDENTITY_COLUMN, *DESCRIPTIVE_COLUMNS] if c in df.columns]
     if "seed" in df.columns:
         recorded = df[df[IDENTITY_COLUMN] != UNRECORDED]
