@@ -52,8 +52,9 @@ def check_generator(generator: Generator, *, plugin: str | None = None,
                     conditions: Sequence[Condition] | None = None) -> None:
     """Check every promise of the Generator contract on `generator` (tiny inputs, CPU or CUDA).
 
-    Facts, sample() output (int64 [B, T] in [0, V)), per-row seeding (one batch of 4 == 4 calls,
-    whatever the global RNG), determinism, sample() running in eval mode and restoring the policy's
+    Facts, sample() output (int64 [B, T] in [0, V)), per-row seeding (the first and the last row of
+    a batch of 4 equal the same rows sampled alone, under another global RNG state; other seeds give
+    other tokens), determinism, sample() running in eval mode and restoring the policy's
     mode, decode/encode shapes, teacher-forced logits aligned with greedy cached sampling,
     gradients in train mode, the save/load round trip, and the optional capabilities it provides.
     """
