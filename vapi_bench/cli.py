@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UsageError, VapiError
@@ -23,7 +24,7 @@ DEFAULT_METHODS = ["none", "va-pi"]
 DEFAULT_TASK = "shapes-fid"
 
 KIND_ALIASES = {"models": "generators", "generators": "generators", "methods": "methods", "tasks": "tasks",
-                "scorers": "scorers", "datasets": "datasets"}
+                "scorers": "scorers", "datasets": "datasets", "families": "families"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark post-training methods (VA-π and baselines) for AR image generators.")
@@ -34,7 +35,7 @@ ResultsDirOpt = typer.Option(Path("results"), "--results-dir", help="where leade
 
 
 @app.command("list")
-def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | all")) -> None:
+def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | families | all")) -> None:
     """List what the installed plugins offer."""
     from .registry import KINDS, get_registry
 
@@ -118,7 +119,7 @@ def run(
     requests = [
         _request(model=model, method=m, task=task, set_=set_, checkpoint=checkpoint, seed=s, runs_dir=runs_dir,
                  results_dir=results_dir, limit=limit, device=device, force=force, batch_size=batch_size,
-                 precision=precision, leaderboard=not no_leaderboard)
+                 precision=precision, leaderboard=not no_leaderboard, methods=tuple(method))
         for s in seed for m in method
     ]
     _print_rows(_execute(requests))
@@ -190,6 +191,8 @@ def leaderboard(
         raise VapiError(f"No leaderboard rows in {results_dir}" + (f" for task '{task}'." if task else "."))
     if not raw and fmt in {"table", "md"}:
         df = lb.summarize(df)
+        for note in df.attrs.get("notes", []):
+            console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     if fmt != "table":
         sys.stdout.write(lb.render(df, fmt))
         return
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     except VapiError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         raise SystemExit(130) from None

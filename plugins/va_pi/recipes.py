@@ -4,13 +4,18 @@ A parameter whose value is None means "the recipe of the generator's family": th
 and the shipped launch scripts for the real models (reference/vapi.md §2), and a CPU-sized recipe
 for the embedded shapes world. The baselines use the same table so that they get the same data
 and the same budget (images per step × steps) as VA-π.
+
+The table is declared to the core as `vapi_bench.Family` entries (hook `register_families`,
+see `families()`), exactly as a third-party plugin declares its own model's family; a method
+that needs more keys adds them to these dicts.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from vapi_bench.errors import UsageError
-from vapi_bench.interfaces import Generator, StageContext
+from vapi_bench.families import apply_family_defaults
+from vapi_bench.interfaces import Family, Generator, StageContext
 from vapi_bench.params import Param
 
 _C2I = {
@@ -36,7 +41,12 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
     "shapes-t2i": {**_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "xi": 0.5,
                    "perceptual": "shapes-perceptual", "micro_batch": 4, "decode_chunk": 64, "ckpt_every": 20},
 }
-FALLBACK_FAMILY = "llamagen-c2i"
+
+
+def families() -> list[Family]:
+    """The table above as registry entries (registered by the `va_pi` plugin)."""
+    return [Family(name, dict(recipe), summary="method defaults (vapi_bench.plugins.va_pi.recipes)")
+            for name, recipe in FAMILY_RECIPES.items()]
 
 
 def _family_note(key: str) -> str:
@@ -46,8 +56,11 @@ def _family_note(key: str) -> str:
 
 def family_param(name: str, kind: type, help: str) -> Param:
     """A parameter whose default (None) comes from the generator family's recipe."""
-    return Param(name, kind, None, f"{help}; {_family_note(name)}")
+    return Param(name, kind, None, f"{help}; {_family_note(name)}", from_family=True)
 
+
+#: every key of the table (each one is a family_param of some method)
+FAMILY_KEYS = frozenset(k for recipe in FAMILY_RECIPES.values() for k in recipe)
 
 TRAINING_PARAMS: tuple[Param, ...] = (
     family_param("lr", float, "AdamW learning rate (constant, no warm-up)"),
@@ -75,36 +88,23 @@ REWARD_PARAMS: tuple[Param, ...] = (
 )
 
 
-def family_key(generator: Generator) -> str | None:
-    """The recipe key of a generator: its family, or family + '-c2i'/'-t2i' (e.g. 'shapes');
-    None when neither is known."""
-    family = getattr(generator, "family", "") or ""
-    suffixed = f"{family}-{'c2i' if generator.conditioning == 'class' else 't2i'}"
-    for key in (family, suffixed):
-        if key in FAMILY_RECIPES:
-            return key
-    return None
-
-
 def resolve(
     values: Mapping[str, Any], generator: Generator, ctx: StageContext, where: str
 ) -> dict[str, Any]:
-    """Fill every None with the family recipe (or run setting) and check the result makes sense.
+    """Fill every family-default None with the family's value (or the run's setting) and check the
+    result makes sense.
 
     The returned dict is what the run records: every value concrete, plus `recipe` (the family
-    whose defaults were used; an unknown family falls back to the paper's C2I recipe, said so).
+    whose defaults were used, or "set explicitly"). A family nobody declared, with a needed key
+    left unset, raises UsageError (vapi_bench.families).
     """
-    key = family_key(generator)
-    recipe = FAMILY_RECIPES[key or FALLBACK_FAMILY]
-    out = dict(values)
-    for name, value in values.items():
-        if value is None and name in recipe:
-            out[name] = recipe[name]
+    needed = [k for k in values if k in FAMILY_KEYS]
+    out, family = apply_family_defaults(values, needed, generator, where)
     if "precision" in out and out["precision"] is None:
         out["precision"] = ctx.precision
     if "dataset" in out and out["dataset"] is None:
         out["dataset"] = generator.default_dataset or None
-    out["recipe"] = key or f"{FALLBACK_FAMILY} (fallback: unknown family {generator.family!r})"
+    out["recipe"] = family or "set explicitly"
     _check(out, where)
     return out
 
