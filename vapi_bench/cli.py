@@ -201,6 +201,32 @@ def leaderboard(
     out.print(table)
 
 
+@app.command()
+def report(
+    task: list[str] = typer.Option([], "--task", "-t", help="task(s) to report (default: every task in results/)"),
+    out: Path = typer.Option(Path("reports"), "--out", help="where the pages are written"),
+    results_dir: Path = ResultsDirOpt,
+    runs_dir: Path = RunsDirOpt,
+    fmt: str = typer.Option("html", "--format", "-f", help="html | md"),
+    collect: bool = typer.Option(False, "--collect", help="first copy samples, training logs and provenance from "
+                                 "--runs-dir into results/report/<task>/ (commit it to rebuild the page anywhere)"),
+    images: int = typer.Option(16, "--images", help="with --collect: samples per grid (same indices for every method)"),
+) -> None:
+    """Build a static page per task: leaderboard, side-by-side samples, training curves, provenance."""
+    from . import leaderboard as lb
+    from . import report as rp
+
+    tasks = task or rp.tasks_on_board(results_dir)
+    if not tasks:
+        raise VapiError(f"No leaderboard CSVs in {results_dir}; run `vapi-bench run` first.")
+    for name in tasks:
+        if collect:
+            folder = rp.collect(lb.load(results_dir, name), name, runs_dir, results_dir, images)
+            console.print(f"collected {name} -> {folder}")
+        page = rp.write_report(name, results_dir, out, fmt)
+        console.print(f"[green]report[/green] {name} -> {page}")
+
+
 def _requirements(model: str | None, method: str | None, task: str | None, overrides: dict[str, str],
                   checkpoint: str | None) -> list[Any]:
     """Every WeightRequirement the named plugins declare (via Entry.requirements or .requirements())."""
