@@ -27,6 +27,7 @@ from .errors import UsageError
 from .hashing import environment_versions, git_commit, stable_hash
 from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
 from .leaderboard import append_rows, leaderboard_path
+from .loggers import LOGGER_PARAMS, open_logger, preview_conditions, sample_preview
 from .params import resolve_params, split_overrides
 from .progress import add_task, advance, make_progress
 from .registry import Registry, get_registry
@@ -86,6 +87,7 @@ class Runner:
         init_process_group(self.device)
         self.rank, self.world = rank_and_world()
         self.log_lines: list[str] = []
+        self.log_options: dict[str, Any] = {}  # --set logger=...: how training is mirrored (not in the spec)
 
     # ---- resolution -----------------------------------------------------------------------
     def _resolve(self) -> tuple[Generator, Method, Task | None, RunSpec, Any]:
@@ -95,8 +97,9 @@ class Runner:
         task_e = reg.get("tasks", req.task) if req.task else None
         task_declared = task_e.params if task_e else ()
         groups = {"model": gen_e.params, "method": meth_e.params, "task": task_declared,
-                  "sampling": SAMPLING_PARAMS, "dataset": ()}
+                  "sampling": SAMPLING_PARAMS, "dataset": (), "logger": LOGGER_PARAMS}
         routed = split_overrides({k: v for k, v in req.overrides.items() if not k.startswith("dataset.")}, groups)
+        self.log_options = resolve_params(LOGGER_PARAMS, routed["logger"], "logger")
         model_params = resolve_params(gen_e.params, routed["model"], f"model '{gen_e.name}'")
         method_params = resolve_params(meth_e.params, routed["method"], f"method '{meth_e.name}'")
         task_params = resolve_params(task_declared, routed["task"], f"task '{task_e.name if task_e else ''}'")
@@ -137,10 +140,13 @@ class Runner:
         return generator, method, task, spec, dataset
 
     # ---- stages ---------------------------------------------------------------------------
-    def _ctx(self, out_dir: Path, progress: Any, log_path: Path | None = None) -> StageContext:
+    def _ctx(self, out_dir: Path, progress: Any, log_path: Path | None = None,
+             mirror: Any = None) -> StageContext:
         def log(record: dict[str, Any]) -> None:
             if log_path is not None and self.rank == 0:
                 store.append_jsonl(log_path, record)
+                if mirror is not None:
+                    mirror(record)
 
         return StageContext(out_dir=out_dir, device=self.device, seed=self.req.seed, progress=progress,
                             log=log, limit=self.req.limit, precision=self.req.precision,  # type: ignore[arg-type]
@@ -162,10 +168,15 @@ class Runner:
         ds_entry, ds_params = dataset
         data = ds_entry.factory(**ds_params)
         start = time.time()
-        ctx = self._ctx(ft_dir / "work", progress, ft_dir / "train.jsonl")
+        mirror = self._training_logger(generator, data, spec, ft_dir)
+        ctx = self._ctx(ft_dir / "work", progress, ft_dir / "train.jsonl", mirror)
         if self.req.force and (ft_dir / "train.jsonl").exists() and self.rank == 0:
             (ft_dir / "train.jsonl").unlink()
-        summary = method.finetune(generator, data, ctx) or {}
+        try:
+            summary = method.finetune(generator, data, ctx) or {}
+        finally:
+            if mirror is not None:
+                mirror.close()
         minutes = (time.time() - start) / 60
         summary = {**summary, "tune_minutes": minutes}
         if self.rank == 0:
@@ -174,6 +185,17 @@ class Runner:
             store.atomic_write_json(marker, summary)
         barrier()
         return key, summary, False
+
+    def _training_logger(self, generator: Generator, data: Any, spec: RunSpec, ft_dir: Path) -> Any:
+        """The TensorBoard / wandb mirror of train.jsonl asked for with --set logger=... (rank 0 only).
+
+        Preview grids need the whole model on this rank, so they are drawn on one process only.
+        """
+        if self.rank != 0 or self.log_options.get("logger", "jsonl") == "jsonl":
+            return None
+        preview = (sample_preview(generator, preview_conditions(data), spec.seed)
+                   if self.world == 1 and self.log_options.get("log_images_every", 0) > 0 else None)
+        return open_logger(self.log_options, ft_dir, spec.run_id(), spec.as_dict(), preview)
 
     def _sample(self, generator: Generator, task: Task, items: list, recipe: SamplingRecipe, ft_key: str,
                 spec: RunSpec, progress: Any) -> tuple[str, Path, bool]:
