@@ -197,6 +197,33 @@ def test_confidence_interval_columns_are_shown_and_marked(lab):
         assert cell.significant == (lo > 0 or hi < 0)
 
 
+def test_lab_summary_with_paired_intervals_gets_its_own_table(lab, tmp_path):
+    """`lab tune` writes results/lab-<model>-<task>.csv (mean/std per label, delta_*_ci_low/high)."""
+    root, _ = lab
+    shutil.copytree(root / "results", tmp_path / "results")
+    df = pd.read_csv(root / "results" / "leaderboard-shapes-fid.csv")
+    summary = df.groupby(["method", "variant"], sort=False)["fid"].agg(["mean", "std"]).reset_index()
+    summary = summary.rename(columns={"method": "label", "mean": "fid_mean", "std": "fid_std"})
+    base = summary[summary.label == "none"].set_index("variant")["fid_mean"]
+    summary["delta_fid_vs_none"] = summary["fid_mean"] - summary["variant"].map(base)
+    summary["delta_fid_vs_none_ci_low"] = summary["delta_fid_vs_none"] - 0.2
+    summary["delta_fid_vs_none_ci_high"] = summary["delta_fid_vs_none"] + 0.2
+    summary["real_vs_none"] = summary["delta_fid_vs_none"].abs() > 0.2
+    summary.to_csv(tmp_path / "results" / "lab-shapes-c2i-shapes-fid.csv", index=False)
+    page = write_report("shapes-fid", tmp_path / "results", tmp_path / "reports", "html")
+    parsed = parse(page.read_text())
+    rows = parsed.tables["summary-0"]
+    assert len(rows) == len(summary) == 4
+    header = [a["data-col"] for tag, a in parsed.tags if tag == "th" and "data-col" in a]
+    assert {"fid", "delta_fid_vs_none (95% CI)"} <= set(header) and "real_vs_none" not in header
+    column = list(summary.columns.drop(["fid_mean", "fid_std", "delta_fid_vs_none", "delta_fid_vs_none_ci_low",
+                                        "delta_fid_vs_none_ci_high", "real_vs_none"])) + ["fid", "delta"]
+    marked = [("sig" in row[column.index("delta")].get("class", "")) for row in rows]
+    assert marked == list(summary["real_vs_none"])
+    md = write_report("shapes-fid", tmp_path / "results", tmp_path / "reports", "md").read_text()
+    assert "## Paired differences: lab-shapes-c2i-shapes-fid.csv" in md
+
+
 def test_collect_without_runs_is_a_clear_error(lab, tmp_path):
     root, _ = lab
     from vapi_bench import leaderboard as lb

@@ -31,6 +31,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 SetOpt = typer.Option([], "--set", help="key=value parameter override (repeatable); `method.key=` to target one plugin")
 RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="where run directories and stage caches live")
 ResultsDirOpt = typer.Option(Path("results"), "--results-dir", help="where leaderboard CSVs are written")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or notes (also off when stdout is not a terminal)")
 
 
 @app.command("list")
@@ -65,7 +66,7 @@ def _execute(requests: list[Any]) -> list[dict[str, Any]]:
     for req in requests:
         result = Runner(req).run()
         rows.extend(result.rows)
-        if result.rows:
+        if result.rows and not req.quiet:
             console.print(f"[green]run {result.run_id}[/green] -> {result.run_dir / 'run.json'}")
     return rows
 
@@ -111,6 +112,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="recompute every stage"),
     no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to results/"),
     offline: bool = typer.Option(False, "--offline", help="never touch the network (missing files are named)"),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Fine-tune, sample and score; append the rows to the task's leaderboard."""
     if offline:
@@ -118,7 +120,7 @@ def run(
     requests = [
         _request(model=model, method=m, task=task, set_=set_, checkpoint=checkpoint, seed=s, runs_dir=runs_dir,
                  results_dir=results_dir, limit=limit, device=device, force=force, batch_size=batch_size,
-                 precision=precision, leaderboard=not no_leaderboard)
+                 precision=precision, leaderboard=not no_leaderboard, quiet=quiet)
         for s in seed for m in method
     ]
     _print_rows(_execute(requests))
@@ -136,11 +138,12 @@ def finetune(
     device: str = typer.Option("cpu", "--device"),
     precision: str = typer.Option("fp32", "--precision"),
     force: bool = typer.Option(False, "--force"),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Run only the fine-tuning stage (cached by its hash)."""
     _execute([_request(model=model, method=method, task=None, set_=set_, checkpoint=checkpoint, seed=seed,
                        runs_dir=runs_dir, limit=limit, device=device, precision=precision, force=force,
-                       stages=("finetune",), leaderboard=False)])
+                       stages=("finetune",), leaderboard=False, quiet=quiet)])
 
 
 def _stage_command(stage: str, doc: str) -> None:
@@ -157,12 +160,13 @@ def _stage_command(stage: str, doc: str) -> None:
         device: str = typer.Option("cpu", "--device"),
         batch_size: int = typer.Option(16, "--batch-size"),
         force: bool = typer.Option(False, "--force"),
+        quiet: bool = QuietOpt,
     ) -> None:
         rows = _execute([_request(model=model, method=method, task=task, set_=set_, checkpoint=checkpoint,
                                   seed=seed, runs_dir=runs_dir, results_dir=results_dir, limit=limit,
                                   device=device, batch_size=batch_size, force=force,
                                   stages=("sample",) if stage == "sample" else ("score",),
-                                  leaderboard=stage == "score")])
+                                  leaderboard=stage == "score", quiet=quiet)])
         _print_rows(rows)
 
     command.__doc__ = doc

@@ -29,10 +29,10 @@ from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
 from .leaderboard import append_rows, leaderboard_path
 from .loggers import LOGGER_PARAMS, open_logger, preview_conditions, sample_preview
 from .params import resolve_params, split_overrides
-from .progress import add_task, advance, make_progress
+from .progress import make_progress, stage
 from .registry import Registry, get_registry
 from .seeding import derive_seed
-from .sampling import rank_and_world, sample_records, sample_to_dir, write_grid
+from .sampling import rank_and_world, sample_records, sample_to_dir, shard, write_grid
 from .spec import SAMPLING_PARAMS, RunSpec, apply_overrides, sample_key, score_key
 
 STAGES = ("finetune", "sample", "score")
@@ -215,16 +215,10 @@ class Runner:
         if self.rank == 0:
             task.write_layout(sdir, items)
         barrier()
-        bar = add_task(progress, f"sample cfg={recipe.cfg_scale:g}", len(items) // self.world)
         t0 = time.time()
-        done = [0]
-
-        def on_batch(n: int) -> None:
-            done[0] += n
-            advance(progress, bar, n, rate=f"{done[0] / max(time.time() - t0, 1e-9):.1f} img/s")
-
-        sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=self.req.batch_size,
-                      rank=self.rank, world=self.world, on_batch=on_batch)
+        with stage(progress, f"sample cfg={recipe.cfg_scale:g}", len(shard(items, self.rank, self.world))) as on_batch:
+            sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=self.req.batch_size,
+                          rank=self.rank, world=self.world, on_batch=on_batch)
         barrier()
         if self.rank == 0:
             store.write_jsonl(sdir / "samples.jsonl", sample_records(items, spec.seed, task, sdir))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -27,6 +27,7 @@ from ..errors import UsageError
 
 BUNDLE_NAME = "bundle.json"
 #: run.json fields the page shows (the rest, e.g. the per-row results, is in the CSV already)
+RECIPE_KEYS = ("cfg_scale", "temperature", "top_k", "top_p")
 PROVENANCE_KEYS = ("run_id", "spec", "stage_keys", "versions", "git_commit", "host", "platform", "device",
                    "device_name", "world_size", "wall_seconds", "total_seconds", "seed_policy")
 
@@ -77,7 +78,8 @@ def collect(rows: pd.DataFrame, task: str, runs_dir: Path, results_dir: Path, im
 
 # ---- grids ---------------------------------------------------------------------------------------
 def _grid_runs(records: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """One (run_id, row, stage keys) per model/method/variant, all at the seed every group has if any.
+    """One (run_id, row, stage keys) per configuration (model, method, lab label, variant, config,
+    recipe), all at the seed every configuration has if there is one.
 
     Picking a seed every group shares is what makes the grids line up sample for sample.
     """
@@ -85,7 +87,8 @@ def _grid_runs(records: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, 
     for rid, record in records.items():
         variants = record.get("stage_keys", {}).get("variants", [])
         for row, keys in zip(record.get("results", []), variants):
-            group = (row.get("model"), row.get("method"), row.get("variant"), row.get("config"))
+            group = (row.get("model"), row.get("method"), row.get("label"), row.get("variant"), row.get("config"),
+                     *(row.get(k) for k in RECIPE_KEYS))
             by_group.setdefault(group, {}).setdefault(int(row.get("seed", 0)), (rid, row, keys))
     shared = set.intersection(*(set(seeds) for seeds in by_group.values())) if by_group else set()
     chosen = []
@@ -113,8 +116,8 @@ def _collect_grids(records: dict[str, dict[str, Any]], runs_dir: Path, out: Path
             shutil.copyfile(runs_dir / "samples" / keys["sample"] / record["image"], out / name)
             cells.append({"index": index, "image": name, "caption": caption(record), **verdict(record)})
         grids.append({"run_id": rid, "model": row.get("model"), "method": row.get("method"),
-                      "variant": row.get("variant"), "config": row.get("config"), "seed": row.get("seed"),
-                      "recipe": {k: row.get(k) for k in ("cfg_scale", "temperature", "top_k", "top_p")},
+                      "label": row.get("label"), "variant": row.get("variant"), "config": row.get("config"),
+                      "seed": row.get("seed"), "recipe": {k: row.get(k) for k in RECIPE_KEYS},
                       "cells": cells})
     return grids
 
@@ -186,8 +189,3 @@ def tasks_on_board(results_dir: Path) -> list[str]:
     """Every task with a leaderboard CSV under results_dir."""
     return sorted(p.name[len("leaderboard-"):-len(".csv")] for p in Path(results_dir).glob("leaderboard-*.csv"))
 
-
-def all_images(bundle: dict[str, Any]) -> Iterable[str]:
-    for grid in bundle.get("grids", []):
-        for cell in grid["cells"]:
-            yield cell["image"]

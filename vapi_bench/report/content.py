@@ -15,7 +15,7 @@ from .. import leaderboard as lb
 from ..errors import UsageError
 from . import figures
 from .bundle import bundle_dir, load_bundle
-from .table import Board, build_board
+from .table import Board, build_board, build_summary
 
 
 @dataclass
@@ -47,6 +47,7 @@ class ReportContent:
     curves: list[Figure]
     runs: dict[str, dict[str, Any]]  # run_id -> provenance
     run_json: dict[str, Path]  # run_id -> the collected run.json
+    summaries: list[tuple[str, Board]] = field(default_factory=list)  # the lab's aggregated tables (CIs)
     notes: list[str] = field(default_factory=list)
 
 
@@ -75,8 +76,19 @@ def gather(task: str, results_dir: Path) -> ReportContent:
         curves=_curves(results_dir, task),
         runs=runs,
         run_json={rid: root / "runs" / f"{rid}.json" for rid in runs if (root / "runs" / f"{rid}.json").exists()},
+        summaries=_summaries(results_dir, task),
         notes=notes,
     )
+
+
+def _summaries(results_dir: Path, task: str) -> list[tuple[str, Board]]:
+    """`lab tune`'s per-method tables (results/lab-<model>-<task>.csv): tuned lr, mean ± std and
+    the paired differences against the base, SFT and the temperature control with their intervals."""
+    found = []
+    for path in sorted(results_dir.glob(f"lab-*-{task}.csv")):
+        if path.stat().st_size:
+            found.append((path.name, build_summary(pd.read_csv(path))))
+    return found
 
 
 def finetune_budget(spec: dict[str, Any], steps: list[dict[str, float]]) -> str:
@@ -110,7 +122,7 @@ def _budgets(bundle: dict[str, Any]) -> dict[str, str]:
 def _grids(bundle: dict[str, Any], root: Path) -> dict[str, list[GridRow]]:
     grids: dict[str, list[GridRow]] = {}
     for grid in bundle.get("grids", []):
-        label = " · ".join(str(grid[k]) for k in ("method", "config") if grid.get(k))
+        label = " · ".join(dict.fromkeys(str(grid[k]) for k in ("method", "label", "config") if grid.get(k)))
         models = {g.get("model") for g in bundle["grids"]}
         if len(models) > 1:
             label = f"{grid['model']} · {label}"

@@ -69,6 +69,10 @@ def render_html(content: ReportContent, page_path: Path) -> str:
              f"<h1>vapi-bench report: {escape(content.task)}</h1>"]
     parts += [f"<p class=\"note\">{escape(note)}</p>" for note in content.notes]
     parts.append(_leaderboard(content.board))
+    parts += [_table(f"Paired differences: {name}", board, f"summary-{i}",
+                     "The lab's tuned comparison: mean ± std over seeds and each paired difference with its 95% "
+                     "bootstrap interval; * marks an interval that excludes 0 (a real difference).")
+              for i, (name, board) in enumerate(content.summaries)]
     parts.append(_grids(content.grids))
     parts.append(_figures("Training curves", "training", content.training,
                           "No fine-tuned run collected (the base model has no training log)."))
@@ -82,6 +86,13 @@ def render_html(content: ReportContent, page_path: Path) -> str:
 def _leaderboard(board: Board) -> str:
     if not board.rows:
         return "<h2>Leaderboard</h2><p>No rows.</p>"
+    legend = ("Mean ± std over seeds; one row per configuration (model, method, variant, sampling recipe, "
+              "sample budget). Click a column to sort. Intervals are 95% confidence intervals from the CSV; a "
+              "difference marked * excludes 0.")
+    return _table("Leaderboard", board, "leaderboard", legend)
+
+
+def _table(title: str, board: Board, table_id: str, legend: str) -> str:
     head = "".join(f"<th data-col=\"{escape(c)}\">{escape(c)}</th>" for c in board.columns)
     body = []
     for row in board.rows:
@@ -96,11 +107,8 @@ def _leaderboard(board: Board) -> str:
                 attrs += f" class=\"{' '.join(classes)}\""
             cells.append(f"<td{attrs}>{escape(cell.text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    legend = ("<p class=\"muted\">Mean ± std over seeds; one row per configuration (model, method, variant, "
-              "sampling recipe, sample budget). Click a column to sort. Intervals are 95% confidence intervals "
-              "from the CSV; a difference marked * excludes 0.</p>")
-    return (f"<h2>Leaderboard</h2>{legend}<table class=\"sortable\" id=\"leaderboard\"><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (f"<h2>{escape(title)}</h2><p class=\"muted\">{escape(legend)}</p><table class=\"sortable\" "
+            f"id=\"{escape(table_id)}\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
 def _grids(grids: dict[str, list[GridRow]]) -> str:

@@ -15,6 +15,7 @@ from PIL import Image
 from .. import store
 from ..imageio import image_grid
 from .content import GridRow, ReportContent
+from .table import Board
 
 FRAME = 3
 COLOURS = {True: (46, 158, 68), False: (221, 51, 51), None: (255, 255, 255)}
@@ -26,12 +27,9 @@ def render_markdown(content: ReportContent, page_path: Path) -> str:
     lines = [f"# vapi-bench report: {content.task}", ""]
     lines += [f"> {note}" for note in content.notes] + ([""] if content.notes else [])
     lines += ["## Leaderboard", "", "Mean ± std over seeds; intervals are 95% confidence intervals (* excludes 0).", ""]
-    board = content.board
-    lines.append("| " + " | ".join(board.columns) + " |")
-    lines.append("|" + "---|" * len(board.columns))
-    for row in board.rows:
-        lines.append("| " + " | ".join(row[c].text + (" *" if row[c].significant else "") for c in board.columns) + " |")
-    lines.append("")
+    lines += _table(content.board)
+    for name, board in content.summaries:
+        lines += [f"## Paired differences: {name}", "", "95% bootstrap intervals; * excludes 0.", ""] + _table(board)
     if content.grids:
         lines += ["## Samples", "", "Same sample indices and seed in every row; frames: green correct, red incorrect.", ""]
         for variant, rows in content.grids.items():
@@ -59,6 +57,13 @@ def render_markdown(content: ReportContent, page_path: Path) -> str:
                          f"{float(run.get('total_seconds') or 0):.1f}s |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _table(board: Board) -> list[str]:
+    lines = ["| " + " | ".join(board.columns) + " |", "|" + "---|" * len(board.columns)]
+    for row in board.rows:
+        lines.append("| " + " | ".join(row[c].text + (" *" if row[c].significant else "") for c in board.columns) + " |")
+    return lines + [""]
 
 
 def _strip(row: GridRow) -> bytes:

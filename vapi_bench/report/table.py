@@ -18,7 +18,9 @@ from ..leaderboard import LEAD_COLUMNS, TAIL_COLUMNS
 
 RECIPE_COLUMNS = ["cfg_scale", "temperature", "top_k", "top_p", "cfg_interval"]
 #: columns that tell configurations apart (all that are present are grouped on)
-IDENTITY_COLUMNS = [*LEAD_COLUMNS, "config", *RECIPE_COLUMNS, "n_samples"]
+IDENTITY_COLUMNS = [*LEAD_COLUMNS, "label", "config", "lr", "lr_grid", *RECIPE_COLUMNS, "n_samples"]
+#: identity columns shown as the row's name
+LABEL_COLUMNS = ["model", "method", "label", "variant", "config"]
 CI_PATTERN = re.compile(r"^(?P<name>.+)_ci_(?P<end>low|high)$")
 #: columns that are neither a metric nor identity: per-run bookkeeping
 BOOKKEEPING = set(TAIL_COLUMNS) | {"seeds"}
@@ -66,7 +68,7 @@ def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None) -> Boar
     identity = [c for c in IDENTITY_COLUMNS if c in df.columns]
     metrics = [c for c in df.columns if c not in identity and c not in BOOKKEEPING and c not in ci_cols
                and c not in intervals and pd.api.types.is_numeric_dtype(df[c])]
-    labels = [c for c in ("model", "method", "variant", "config") if c in identity]
+    labels = [c for c in LABEL_COLUMNS if c in identity]
     columns = labels + metrics + [f"{n} (95% CI)" for n in intervals] + ["seeds", "recipe", "budget"]
     rows, run_ids = [], []
     for _, group in df.groupby(identity, dropna=False, sort=False):
@@ -86,6 +88,33 @@ def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None) -> Boar
     return Board(columns=columns, rows=rows, run_ids=run_ids)
 
 
+def build_summary(df: pd.DataFrame) -> Board:
+    """A table the lab already aggregated (one row per line): `<m>_mean`/`<m>_std` pairs become
+    'mean ± std', `<x>_ci_low`/`<x>_ci_high` pairs an interval, other columns stay as they are
+    (`real_vs_*` flags are left out: the interval's mark says the same)."""
+    intervals = interval_names(list(df.columns))
+    means = [c[:-5] for c in df.columns if c.endswith("_mean") and f"{c[:-5]}_std" in df.columns]
+    hidden = ({f"{n}_ci_{e}" for n in intervals for e in ("low", "high")} | set(intervals)
+              | {f"{m}_{s}" for m in means for s in ("mean", "std")} | {c for c in df.columns if c.startswith("real_vs_")})
+    plain = [c for c in df.columns if c not in hidden]
+    columns = plain + means + [f"{n} (95% CI)" for n in intervals]
+    rows = []
+    for _, line in df.iterrows():
+        row = {c: Cell(_text(line[c]), float(line[c]) if _is_number(line[c]) else None) for c in plain}
+        for m in means:
+            mean, std = line[f"{m}_mean"], line[f"{m}_std"]
+            row[m] = (Cell("") if pd.isna(mean) else
+                      Cell(f"{mean:.4g}" + ("" if pd.isna(std) else f" ± {std:.2g}"), float(mean)))
+        for name in intervals:
+            row[f"{name} (95% CI)"] = _interval(line.to_frame().T, name)
+        rows.append(row)
+    return Board(columns=columns, rows=rows)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not pd.isna(value)
+
+
 def recipe_text(row: pd.Series) -> str:
     """The sampling recipe in one line, e.g. 'cfg 2, T 1, top-k 0, top-p 1'."""
     names = {"cfg_scale": "cfg", "temperature": "T", "top_k": "top-k", "top_p": "top-p", "cfg_interval": "cfg until"}
@@ -101,6 +130,9 @@ def _budget(first: pd.Series, group: pd.DataFrame, run_ids: list[str], budgets: 
     trained = next((budgets[r] for r in run_ids if r in budgets), "")
     if trained:
         parts.append(trained)
+    if "lr" in first and not pd.isna(first["lr"]):  # the lab's tuned lr and the grid it was chosen from
+        grid = f" (chosen from {first['lr_grid']})" if "lr_grid" in first and not pd.isna(first["lr_grid"]) else ""
+        parts.append(f"tuned lr {_text(first['lr'])}{grid}")
     if "tune_minutes" in group and group["tune_minutes"].fillna(0).max() > 0:
         parts.append(f"{group['tune_minutes'].mean():.2g} min tuning")
     return "; ".join(parts)
@@ -116,11 +148,13 @@ def _mean_std(values: pd.Series) -> Cell:
 
 
 def _interval(group: pd.DataFrame, name: str) -> Cell:
-    low, high = group[f"{name}_ci_low"].dropna(), group[f"{name}_ci_high"].dropna()
+    low = pd.to_numeric(group[f"{name}_ci_low"], errors="coerce").dropna()
+    high = pd.to_numeric(group[f"{name}_ci_high"], errors="coerce").dropna()
     if low.empty or high.empty:
         return Cell("")
     lo, hi = float(low.mean()), float(high.mean())
-    centre = float(group[name].dropna().mean()) if name in group and group[name].notna().any() else (lo + hi) / 2
+    centre = (float(pd.to_numeric(group[name], errors="coerce").dropna().mean())
+              if name in group and pd.to_numeric(group[name], errors="coerce").notna().any() else (lo + hi) / 2)
     significant = (lo > 0 or hi < 0) if is_difference(name) else None
     return Cell(f"{centre:.3g} [{lo:.3g}, {hi:.3g}]", centre, significant)
 
