@@ -25,6 +25,7 @@ def write_report(task: str, results_dir: Path, out_dir: Path, fmt: str = "html")
     page = Path(out_dir) / f"{task}.{fmt}"
     text = render_html(content, page) if fmt == "html" else render_markdown(content, page)
     store.atomic_write_text(page, text)
+    page.chmod(0o644)  # readable by a web server, like any static page
     return page
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import pandas as pd
 
 #: training-log keys in the order a reader looks for them; any other numeric key follows
-PREFERRED = ["reward_mean", "reward_std", "ce", "kl", "entropy", "clip_fraction", "grad_norm", "images_per_s", "loss"]
+PREFERRED = ["reward_mean", "reward_std", "reward_mse", "reward_perceptual", "ce", "kl", "entropy", "clip_frac",
+             "clip_fraction", "grad_norm", "images_per_s", "loss"]
 #: per-step bookkeeping that is not a curve worth a panel
 SKIPPED = {"step", "step_seconds", "lr"}
 

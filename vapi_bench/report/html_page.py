@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .content import Figure, GridRow, ReportContent
-from .table import Board
+from .table import Board, recipe_text
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1d1d1f;max-width:1400px}
@@ -23,17 +23,17 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #
 table{border-collapse:collapse;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:left}
 table.sortable th{cursor:pointer;background:#f5f5f7;user-select:none;white-space:nowrap}
 table.sortable th[data-dir=asc]::after{content:" ▲"}table.sortable th[data-dir=desc]::after{content:" ▼"}
-td{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td:first-child{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.sig{font-weight:bold;color:#0a6}td.sig::after{content:" *"}
 .note{background:#fff8e1;border-left:4px solid #f5a623;padding:6px 10px;margin:8px 0}
 table.grid td{vertical-align:top;border:none;padding:2px}table.grid th{font-weight:normal;font-size:11px;
-max-width:84px;overflow-wrap:anywhere;vertical-align:bottom;background:none;border:none}
+max-width:70px;overflow-wrap:anywhere;vertical-align:bottom;background:none;border:none}
 figure.cell{margin:0;position:relative;display:inline-block}
-figure.cell img{width:72px;height:72px;image-rendering:pixelated;display:block;border:3px solid transparent}
+figure.cell img{width:64px;height:64px;image-rendering:pixelated;display:block;border:3px solid transparent}
 figure.cell.ok img{border-color:#2e9e44}figure.cell.bad img{border-color:#d33}
 figure.cell figcaption{position:absolute;top:3px;right:5px;font-size:12px;font-weight:bold}
 figure.cell.ok figcaption{color:#2e9e44}figure.cell.bad figcaption{color:#d33}
-td.rowlabel{font-size:12px;white-space:nowrap;padding-right:10px;vertical-align:middle}
+td.rowlabel{font-size:12px;white-space:normal;min-width:130px;max-width:170px;padding-right:10px;vertical-align:middle}
 img.figure{max-width:100%;display:block;margin:6px 0 14px}
 details{margin:4px 0}pre{font-size:11px;background:#f5f5f7;padding:8px;overflow:auto;max-height:320px}
 .muted{color:#777;font-size:12px}
@@ -123,7 +123,7 @@ def _grids(grids: dict[str, list[GridRow]]) -> str:
                                      for c in first)
         body = []
         for row in rows:
-            recipe = ", ".join(f"{k} {v}" for k, v in row.recipe.items() if v is not None)
+            recipe = recipe_text({k: v for k, v in row.recipe.items() if v is not None})
             cells = "".join(_cell(c) for c in row.cells)
             body.append(f"<tr data-run=\"{escape(row.run_id)}\"><td class=\"rowlabel\"><b>{escape(row.label)}</b><br>"
                         f"<span class=\"muted\">seed {escape(str(row.seed))}; {escape(recipe)}</span></td>{cells}</tr>")

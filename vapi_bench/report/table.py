@@ -115,7 +115,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not pd.isna(value)
 
 
-def recipe_text(row: pd.Series) -> str:
+def recipe_text(row: pd.Series | dict[str, Any]) -> str:
     """The sampling recipe in one line, e.g. 'cfg 2, T 1, top-k 0, top-p 1'."""
     names = {"cfg_scale": "cfg", "temperature": "T", "top_k": "top-k", "top_p": "top-p", "cfg_interval": "cfg until"}
     parts = [f"{label} {_text(row[col])}" for col, label in names.items()
