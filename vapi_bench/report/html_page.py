@@ -33,6 +33,7 @@ figure.cell img{width:64px;height:64px;image-rendering:pixelated;display:block;b
 figure.cell.ok img{border-color:#2e9e44}figure.cell.bad img{border-color:#d33}
 figure.cell figcaption{position:absolute;top:3px;right:5px;font-size:12px;font-weight:bold}
 figure.cell.ok figcaption{color:#2e9e44}figure.cell.bad figcaption{color:#d33}
+figure.cell div.why{width:70px;white-space:pre-line;font-size:9px;line-height:1.15;color:#b22;overflow-wrap:anywhere}
 td.rowlabel{font-size:12px;white-space:normal;min-width:130px;max-width:170px;padding-right:10px;vertical-align:middle}
 img.figure{max-width:100%;display:block;margin:6px 0 14px}
 details{margin:4px 0}pre{font-size:11px;background:#f5f5f7;padding:8px;overflow:auto;max-height:320px}
@@ -116,7 +117,7 @@ def _grids(grids: dict[str, list[GridRow]]) -> str:
         return "<h2>Samples</h2><p>No samples collected.</p>"
     parts = ["<h2>Samples</h2><p class=\"muted\">Every row uses the same sample indices and seed, so each column "
              "is the same class or prompt under the same noise; only the weights differ. A green/red frame is "
-             "the task's per-sample verdict (hover for the reason).</p>"]
+             "the task's per-sample verdict, with the reason under an incorrect one.</p>"]
     for variant, rows in grids.items():
         first = rows[0].cells
         head = "<th></th>" + "".join(f"<th title=\"{escape(c['caption'])}\">#{c['index']}<br>{escape(c['caption'])}</th>"
@@ -136,6 +137,8 @@ def _cell(cell: dict[str, Any]) -> str:
     scored = "correct" in cell
     state = ("ok" if cell["correct"] else "bad") if scored else ""
     mark = f"<figcaption>{'✓' if cell['correct'] else '✗'}</figcaption>" if scored else ""
+    if scored and not cell["correct"]:
+        mark += f"<div class=\"why\">{escape(cell['reason'])}</div>"
     title = f"#{cell['index']} {cell['caption']}" + (f" — {cell['reason']}" if scored else "")
     return (f"<td><figure class=\"cell {state}\" data-index=\"{cell['index']}\" title=\"{escape(title)}\">"
             f"<img alt=\"sample {cell['index']}\" src=\"{data_uri(cell['png'])}\">{mark}</figure></td>")
