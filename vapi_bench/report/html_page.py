@@ -17,14 +17,16 @@ from typing import Any
 from .content import Figure, GridRow, ReportContent
 from .table import Board, recipe_text
 
+#: long descriptive columns, set small so the metrics keep the width
+META_COLUMNS = ("recipe", "budget")
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1d1d1f;max-width:1400px}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:left}
+table{border-collapse:collapse;font-size:13px}th,td{padding:4px 6px;border-bottom:1px solid #eee;text-align:left}
 table.sortable th{cursor:pointer;background:#f5f5f7;user-select:none;white-space:nowrap}
 table.sortable th[data-dir=asc]::after{content:" ▲"}table.sortable th[data-dir=desc]::after{content:" ▼"}
 td:first-child{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.sig{font-weight:bold;color:#0a6}td.sig::after{content:" *"}
+td.meta{font-size:11px;min-width:150px;color:#444}td.sig{font-weight:bold;color:#0a6}td.sig::after{content:" *"}
 .note{background:#fff8e1;border-left:4px solid #f5a623;padding:6px 10px;margin:8px 0}
 table.grid td{vertical-align:top;border:none;padding:2px}table.grid th{font-weight:normal;font-size:11px;
 max-width:70px;overflow-wrap:anywhere;vertical-align:bottom;background:none;border:none}
@@ -89,7 +91,7 @@ def _leaderboard(board: Board) -> str:
         return "<h2>Leaderboard</h2><p>No rows.</p>"
     legend = ("Mean ± std over seeds; one row per configuration (model, method, variant, sampling recipe, "
               "sample budget). Click a column to sort. Intervals are 95% confidence intervals from the CSV; a "
-              "difference marked * excludes 0.")
+              "difference marked * excludes 0. Within-run spreads (e.g. kid_std) are in the CSV.")
     return _table("Leaderboard", board, "leaderboard", legend)
 
 
@@ -101,7 +103,7 @@ def _table(title: str, board: Board, table_id: str, legend: str) -> str:
         for col in board.columns:
             cell = row[col]
             attrs = f" data-sort=\"{cell.sort!r}\"" if cell.sort is not None else ""
-            classes = ["num"] if cell.sort is not None else []
+            classes = ["num"] if cell.sort is not None else ["meta"] if col in META_COLUMNS else []
             if cell.significant:
                 classes.append("sig")
             if classes:

@@ -68,6 +68,9 @@ def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None) -> Boar
     identity = [c for c in IDENTITY_COLUMNS if c in df.columns]
     metrics = [c for c in df.columns if c not in identity and c not in BOOKKEEPING and c not in ci_cols
                and c not in intervals and pd.api.types.is_numeric_dtype(df[c])]
+    # a metric's own within-run spread (kid_std over subsets, inception_score_std over splits) stays
+    # in the CSV: next to the spread over seeds it would read as a second error bar
+    metrics = [c for c in metrics if not (c.endswith("_std") and c[:-4] in metrics)]
     labels = [c for c in LABEL_COLUMNS if c in identity]
     columns = labels + metrics + [f"{n} (95% CI)" for n in intervals] + ["seeds", "recipe", "budget"]
     rows, run_ids = [], []
