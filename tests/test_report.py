@@ -171,6 +171,20 @@ def test_report_is_rebuilt_identically_from_results_alone(lab, tmp_path):
     assert size < 200_000
 
 
+def test_collected_bundle_is_not_git_ignored(lab):
+    """Committed under results/, every collected file must survive `git add` (e.g. no runs/ folder)."""
+    root, _ = lab
+    repo = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("needs git and the repository checkout")
+    import subprocess
+
+    files = [f"results/{p.relative_to(root / 'results').as_posix()}" for p in (root / "results" / "report").rglob("*")
+             if p.is_file()]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=repo, capture_output=True, text=True)
+    assert files and ignored.stdout == ""
+
+
 def test_markdown_variant(lab):
     _, pages = lab
     text = pages["shapes-fid", "md"].read_text()

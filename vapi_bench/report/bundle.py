@@ -7,7 +7,7 @@ be rebuilt on a clean clone. `collect` copies the few things the page shows into
     bundle.json                  grids (which run, variant, sample indices, captions, verdicts),
                                  training logs (train.jsonl numbers) and provenance per run
     samples/<run>-<variant>/<index>.png   the grid images themselves (a few KB each)
-    runs/<run_id>.json           each run's run.json (linked from the page)
+    run-records/<run_id>.json    each run's run.json (linked from the page)
 
 Grids use the SAME sample indices for every method and variant: sample i is drawn with seed
 derive_seed(seed, i), so two runs with the same seed show the same class or prompt under the same
@@ -26,6 +26,8 @@ from .. import store
 from ..errors import UsageError
 
 BUNDLE_NAME = "bundle.json"
+#: the copies of run.json (not "runs/": .gitignore keeps every runs/ folder out of git)
+RECORDS = "run-records"
 #: run.json fields the page shows (the rest, e.g. the per-row results, is in the CSV already)
 RECIPE_KEYS = ("cfg_scale", "temperature", "top_k", "top_p")
 PROVENANCE_KEYS = ("run_id", "spec", "stage_keys", "versions", "git_commit", "host", "platform", "device",
@@ -62,9 +64,9 @@ def collect(rows: pd.DataFrame, task: str, runs_dir: Path, results_dir: Path, im
                          f"{runs_dir}; collect where the runs were made (or pass --runs-dir).")
     if out.exists():
         shutil.rmtree(out)
-    (out / "runs").mkdir(parents=True)
+    (out / RECORDS).mkdir(parents=True)
     for rid, record in records.items():
-        shutil.copyfile(runs_dir / rid / "run.json", out / "runs" / f"{rid}.json")
+        shutil.copyfile(runs_dir / rid / "run.json", out / RECORDS / f"{rid}.json")
     bundle = {
         "task": task,
         "runs": {rid: {k: record.get(k) for k in PROVENANCE_KEYS} for rid, record in records.items()},

@@ -14,7 +14,7 @@ import pandas as pd
 from .. import leaderboard as lb
 from ..errors import UsageError
 from . import figures
-from .bundle import bundle_dir, load_bundle
+from .bundle import RECORDS, bundle_dir, load_bundle
 from .table import Board, build_board, build_summary
 
 
@@ -75,7 +75,7 @@ def gather(task: str, results_dir: Path) -> ReportContent:
         training=_training(bundle),
         curves=_curves(results_dir, task),
         runs=runs,
-        run_json={rid: root / "runs" / f"{rid}.json" for rid in runs if (root / "runs" / f"{rid}.json").exists()},
+        run_json={rid: root / RECORDS / f"{rid}.json" for rid in runs if (root / RECORDS / f"{rid}.json").exists()},
         summaries=_summaries(results_dir, task),
         notes=notes,
     )
