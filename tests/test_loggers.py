@@ -52,6 +52,17 @@ def test_unknown_logger_is_a_clear_error(tmp_path):
         _finetune(tmp_path, "bad", logger="mlflow")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="pip install 'vapi-bench[wandb]'")
+def test_wandb_offline_run_next_to_train_jsonl(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _, ft_dir = _finetune(tmp_path, "wandb", logger="wandb", log_images_every="1")
+    (run,) = (ft_dir / "wandb").glob("offline-run-*")
+    assert (run / f"run-{run.name.rsplit('-', 1)[1]}.wandb").stat().st_size > 0
+    grids = sorted(p.name.split("_")[1] for p in (run / "files" / "media" / "images").glob("samples_*.png"))
+    assert grids == ["1", "2", "3"]  # a preview grid at every step
+    assert len(list(store.read_jsonl(ft_dir / "train.jsonl"))) == 3
+
+
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
 def test_wandb_without_the_extra_names_the_install(tmp_path):
     with pytest.raises(UsageError, match=r"vapi-bench\[wandb\]"):

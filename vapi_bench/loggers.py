@@ -51,7 +51,7 @@ class TensorBoardLogger:
 
 
 class WandbLogger:
-    """A Weights & Biases run in offline mode under `directory` (`wandb sync` uploads it later)."""
+    """A Weights & Biases run in offline mode under `directory`/wandb (`wandb sync` uploads it later)."""
 
     def __init__(self, directory: Path, name: str, config: dict[str, Any]) -> None:
         try:
@@ -97,7 +97,7 @@ def open_logger(options: dict[str, Any], directory: Path, name: str, config: dic
     if kind == "jsonl":
         return None
     backend = (TensorBoardLogger(directory / "tensorboard") if kind == "tensorboard"
-               else WandbLogger(directory / "wandb", name, config))
+               else WandbLogger(directory, name, config))
     return TrainingLogger(backend, preview, int(options.get("log_images_every", 0)))
 
 
