@@ -185,6 +185,19 @@ def test_collected_bundle_is_not_git_ignored(lab):
     assert files and ignored.stdout == ""
 
 
+def test_cli_collects_and_builds_every_task(lab, tmp_path):
+    root, pages = lab
+    from vapi_bench.cli import main
+
+    shutil.copytree(root / "results", tmp_path / "results")
+    shutil.rmtree(tmp_path / "results" / "report")
+    main(["report", "--collect", "--images", "6", "--runs-dir", str(root / "runs"), "--results-dir",
+          str(tmp_path / "results"), "--out", str(tmp_path / "reports")])
+    for task in ("shapes-fid", "shapes-geneval"):
+        made = (tmp_path / "reports" / f"{task}.html").read_text().replace(str(tmp_path), "")
+        assert made == pages[task, "html"].read_text().replace(str(root), "")
+
+
 def test_markdown_variant(lab):
     _, pages = lab
     text = pages["shapes-fid", "md"].read_text()
