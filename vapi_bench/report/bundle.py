@@ -52,7 +52,7 @@ def load_bundle(results_dir: Path, task: str) -> dict[str, Any]:
 def collect(rows: pd.DataFrame, task: str, runs_dir: Path, results_dir: Path, images_per_grid: int = 16) -> Path:
     """Copy grids, training logs and provenance of the runs behind `rows` into the task's bundle.
 
-    Runs whose run.json is missing under `runs_dir` are skipped (named in the bundle's `missing`);
+    Runs whose run.json is missing under `runs_dir` are skipped (the page names them);
     when none is found the call fails, because an empty bundle would silently hide the samples.
     """
     runs_dir, out = Path(runs_dir), bundle_dir(results_dir, task)
@@ -70,7 +70,6 @@ def collect(rows: pd.DataFrame, task: str, runs_dir: Path, results_dir: Path, im
     bundle = {
         "task": task,
         "runs": {rid: {k: record.get(k) for k in PROVENANCE_KEYS} for rid, record in records.items()},
-        "missing": [rid for rid in run_ids if rid not in records],
         "grids": _collect_grids(records, runs_dir, out, images_per_grid),
         "training": _collect_training(records, runs_dir),
     }

@@ -66,7 +66,9 @@ def gather(task: str, results_dir: Path) -> ReportContent:
                      f"`vapi-bench report -t {task} --collect` where its runs/ directory is.")
     missing = [r for r in df.get("run_id", pd.Series(dtype=str)).astype(str).unique() if runs and r not in runs]
     if missing:
-        notes.append(f"{len(missing)} leaderboard run(s) have no collected provenance or samples: {', '.join(missing)}.")
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        notes.append(f"{len(missing)} leaderboard run(s) have no collected provenance or samples ({shown}); "
+                     f"collect again where they were made.")
     root = bundle_dir(results_dir, task)
     return ReportContent(
         task=task,
