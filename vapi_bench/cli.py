@@ -32,6 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 SetOpt = typer.Option([], "--set", help="key=value parameter override (repeatable); `method.key=` to target one plugin")
 RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="where run directories and stage caches live")
 ResultsDirOpt = typer.Option(Path("results"), "--results-dir", help="where leaderboard CSVs are written")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or notes (also off when stdout is not a terminal)")
 
 
 @app.command("list")
@@ -66,7 +67,7 @@ def _execute(requests: list[Any]) -> list[dict[str, Any]]:
     for req in requests:
         result = Runner(req).run()
         rows.extend(result.rows)
-        if result.rows:
+        if result.rows and not req.quiet:
             console.print(f"[green]run {result.run_id}[/green] -> {result.run_dir / 'run.json'}")
     return rows
 
@@ -112,6 +113,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="recompute every stage"),
     no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to results/"),
     offline: bool = typer.Option(False, "--offline", help="never touch the network (missing files are named)"),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Fine-tune, sample and score; append the rows to the task's leaderboard."""
     if offline:
@@ -119,7 +121,7 @@ def run(
     requests = [
         _request(model=model, method=m, task=task, set_=set_, checkpoint=checkpoint, seed=s, runs_dir=runs_dir,
                  results_dir=results_dir, limit=limit, device=device, force=force, batch_size=batch_size,
-                 precision=precision, leaderboard=not no_leaderboard, methods=tuple(method))
+                 precision=precision, leaderboard=not no_leaderboard, methods=tuple(method), quiet=quiet)
         for s in seed for m in method
     ]
     _print_rows(_execute(requests))
@@ -137,11 +139,12 @@ def finetune(
     device: str = typer.Option("cpu", "--device"),
     precision: str = typer.Option("fp32", "--precision"),
     force: bool = typer.Option(False, "--force"),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Run only the fine-tuning stage (cached by its hash)."""
     _execute([_request(model=model, method=method, task=None, set_=set_, checkpoint=checkpoint, seed=seed,
                        runs_dir=runs_dir, limit=limit, device=device, precision=precision, force=force,
-                       stages=("finetune",), leaderboard=False)])
+                       stages=("finetune",), leaderboard=False, quiet=quiet)])
 
 
 def _stage_command(stage: str, doc: str) -> None:
@@ -158,12 +161,13 @@ def _stage_command(stage: str, doc: str) -> None:
         device: str = typer.Option("cpu", "--device"),
         batch_size: int = typer.Option(16, "--batch-size"),
         force: bool = typer.Option(False, "--force"),
+        quiet: bool = QuietOpt,
     ) -> None:
         rows = _execute([_request(model=model, method=method, task=task, set_=set_, checkpoint=checkpoint,
                                   seed=seed, runs_dir=runs_dir, results_dir=results_dir, limit=limit,
                                   device=device, batch_size=batch_size, force=force,
                                   stages=("sample",) if stage == "sample" else ("score",),
-                                  leaderboard=stage == "score")])
+                                  leaderboard=stage == "score", quiet=quiet)])
         _print_rows(rows)
 
     command.__doc__ = doc
@@ -202,6 +206,32 @@ def leaderboard(
     for _, row in df.iterrows():
         table.add_row(*[_fmt(v) for v in row.tolist()])
     out.print(table)
+
+
+@app.command()
+def report(
+    task: list[str] = typer.Option([], "--task", "-t", help="task(s) to report (default: every task in results/)"),
+    out: Path = typer.Option(Path("reports"), "--out", help="where the pages are written"),
+    results_dir: Path = ResultsDirOpt,
+    runs_dir: Path = RunsDirOpt,
+    fmt: str = typer.Option("html", "--format", "-f", help="html | md"),
+    collect: bool = typer.Option(False, "--collect", help="first copy samples, training logs and provenance from "
+                                 "--runs-dir into results/report/<task>/ (commit it to rebuild the page anywhere)"),
+    images: int = typer.Option(16, "--images", help="with --collect: samples per grid (same indices for every method)"),
+) -> None:
+    """Build a static page per task: leaderboard, side-by-side samples, training curves, provenance."""
+    from . import leaderboard as lb
+    from . import report as rp
+
+    tasks = task or rp.tasks_on_board(results_dir)
+    if not tasks:
+        raise VapiError(f"No leaderboard CSVs in {results_dir}; run `vapi-bench run` first.")
+    for name in tasks:
+        if collect:
+            folder = rp.collect(lb.load(results_dir, name), name, runs_dir, results_dir, images)
+            console.print(f"collected {name} -> {folder}")
+        page = rp.write_report(name, results_dir, out, fmt)
+        console.print(f"[green]report[/green] {name} -> {page}")
 
 
 def _requirements(model: str | None, method: str | None, task: str | None, overrides: dict[str, str],

@@ -28,11 +28,12 @@ from .families import apply_family_defaults, family_keys
 from .hashing import environment_versions, file_digest, git_commit, stable_hash
 from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
 from .leaderboard import append_rows, leaderboard_path
+from .loggers import LOGGER_PARAMS, open_logger, preview_conditions, sample_preview
 from .params import resolve_params, route_overrides
-from .progress import add_task, advance, make_progress
+from .progress import make_progress, stage
 from .registry import Registry, get_registry
 from .seeding import derive_seed
-from .sampling import rank_and_world, sample_records, sample_to_dir, write_grid
+from .sampling import rank_and_world, sample_records, sample_to_dir, shard, write_grid
 from .spec import SAMPLING_PARAMS, RunSpec, apply_overrides, config_identity, sample_key, score_key
 
 STAGES = ("finetune", "sample", "score")
@@ -90,6 +91,7 @@ class Runner:
         init_process_group(self.device)
         self.rank, self.world = rank_and_world()
         self.log_lines: list[str] = []
+        self.log_options: dict[str, Any] = {}  # --set logger=...: how training is mirrored (not in the spec)
 
     # ---- resolution -----------------------------------------------------------------------
     def _resolve(self) -> tuple[Generator, Method, Task | None, RunSpec, Any]:
@@ -100,8 +102,10 @@ class Runner:
         task_e = reg.get("tasks", req.task) if req.task else None
         task_declared = task_e.params if task_e else ()
         plugins = {"model": {gen_e.name: gen_e.params}, "method": {n: e.params for n, e in siblings.items()},
-                   "task": {task_e.name: task_declared} if task_e else {}, "sampling": {"sampling": SAMPLING_PARAMS}}
+                   "task": {task_e.name: task_declared} if task_e else {}, "sampling": {"sampling": SAMPLING_PARAMS},
+                   "logger": {"logger": LOGGER_PARAMS}}
         routed = route_overrides({k: v for k, v in req.overrides.items() if not k.startswith("dataset.")}, plugins)
+        self.log_options = resolve_params(LOGGER_PARAMS, routed["logger"]["logger"], "logger")
         model_params = resolve_params(gen_e.params, routed["model"][gen_e.name], f"model '{gen_e.name}'")
         every_method = {n: resolve_params(e.params, routed["method"][n], f"method '{n}'") for n, e in siblings.items()}
         method_params = every_method[meth_e.name]
@@ -151,10 +155,13 @@ class Runner:
         return generator, method, task, spec, dataset
 
     # ---- stages ---------------------------------------------------------------------------
-    def _ctx(self, out_dir: Path, progress: Any, log_path: Path | None = None) -> StageContext:
+    def _ctx(self, out_dir: Path, progress: Any, log_path: Path | None = None,
+             mirror: Any = None) -> StageContext:
         def log(record: dict[str, Any]) -> None:
             if log_path is not None and self.rank == 0:
                 store.append_jsonl(log_path, record)
+                if mirror is not None:
+                    mirror(record)
 
         return StageContext(out_dir=out_dir, device=self.device, seed=self.req.seed, progress=progress,
                             log=log, limit=self.req.limit, precision=self.req.precision,  # type: ignore[arg-type]
@@ -176,10 +183,15 @@ class Runner:
         ds_entry, ds_params = dataset
         data = ds_entry.factory(**ds_params)
         start = time.time()
-        ctx = self._ctx(ft_dir / "work", progress, ft_dir / "train.jsonl")
+        mirror = self._training_logger(generator, data, spec, ft_dir)
+        ctx = self._ctx(ft_dir / "work", progress, ft_dir / "train.jsonl", mirror)
         if self.req.force and (ft_dir / "train.jsonl").exists() and self.rank == 0:
             (ft_dir / "train.jsonl").unlink()
-        summary = method.finetune(generator, data, ctx) or {}
+        try:
+            summary = method.finetune(generator, data, ctx) or {}
+        finally:
+            if mirror is not None:
+                mirror.close()
         minutes = (time.time() - start) / 60
         summary = {**summary, "tune_minutes": minutes}
         if self.rank == 0:
@@ -188,6 +200,17 @@ class Runner:
             store.atomic_write_json(marker, summary)
         barrier()
         return key, summary, False
+
+    def _training_logger(self, generator: Generator, data: Any, spec: RunSpec, ft_dir: Path) -> Any:
+        """The TensorBoard / wandb mirror of train.jsonl asked for with --set logger=... (rank 0 only).
+
+        Preview grids need the whole model on this rank, so they are drawn on one process only.
+        """
+        if self.rank != 0 or self.log_options.get("logger", "jsonl") == "jsonl":
+            return None
+        preview = (sample_preview(generator, preview_conditions(data), spec.seed)
+                   if self.world == 1 and self.log_options.get("log_images_every", 0) > 0 else None)
+        return open_logger(self.log_options, ft_dir, spec.run_id(), spec.as_dict(), preview)
 
     def _sample(self, generator: Generator, task: Task, items: list, recipe: SamplingRecipe, ft_key: str,
                 spec: RunSpec, progress: Any) -> tuple[str, Path, bool]:
@@ -207,16 +230,10 @@ class Runner:
         if self.rank == 0:
             task.write_layout(sdir, items)
         barrier()
-        bar = add_task(progress, f"sample cfg={recipe.cfg_scale:g}", len(items) // self.world)
         t0 = time.time()
-        done = [0]
-
-        def on_batch(n: int) -> None:
-            done[0] += n
-            advance(progress, bar, n, rate=f"{done[0] / max(time.time() - t0, 1e-9):.1f} img/s")
-
-        sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=self.req.batch_size,
-                      rank=self.rank, world=self.world, on_batch=on_batch)
+        with stage(progress, f"sample cfg={recipe.cfg_scale:g}", len(shard(items, self.rank, self.world))) as on_batch:
+            sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=self.req.batch_size,
+                          rank=self.rank, world=self.world, on_batch=on_batch)
         barrier()
         if self.rank == 0:
             store.write_jsonl(sdir / "samples.jsonl", sample_records(items, spec.seed, task, sdir))

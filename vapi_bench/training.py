@@ -31,7 +31,7 @@ from torch import nn
 from . import distributed
 from .errors import CheckpointError, TrainingDiverged, UsageError
 from .interfaces import Condition, StageContext
-from .progress import add_task, advance
+from .progress import add_task, advance, summary
 from .seeding import derive_seed
 from .store import atomic_write
 
@@ -355,6 +355,7 @@ def train(
         progress.advance(last)
         if (step + 1) % config.ckpt_every == 0 or step + 1 == total:
             checkpointer.save(step + 1, modules, optimizer, fingerprint)
+    progress.finish(total - start, time.perf_counter() - began, last)
     return {"steps": total, "resumed_from": start, "minutes": (time.perf_counter() - began) / 60,
             "final": last, "checkpoint": str(checkpointer.path)}
 
@@ -387,13 +388,20 @@ class _ProgressBar:
     """The fine-tune bar on the runner's rich progress display (vapi_bench.progress), if any."""
 
     def __init__(self, progress: Any, label: str, total: int, start: int) -> None:
-        self.progress = progress
+        self.progress, self.label = progress, label
         self.task = add_task(progress, label, total)
         advance(progress, self.task, start)
 
     def advance(self, metrics: Mapping[str, float]) -> None:
-        shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("loss", "reward_mean", "ce") if k in metrics)
-        advance(self.progress, self.task, 1, rate=f"{metrics['images_per_s']:.1f} img/s {shown}")
+        advance(self.progress, self.task, 1, rate=f"{metrics['images_per_s']:.1f} img/s {self._shown(metrics)}")
+
+    def finish(self, steps: int, seconds: float, metrics: Mapping[str, float]) -> None:
+        """The one line that stays: steps, time, and the last step's headline metrics."""
+        summary(self.progress, f"{self.label}: {steps} steps in {seconds:.1f}s {self._shown(metrics)}".rstrip())
+
+    @staticmethod
+    def _shown(metrics: Mapping[str, float]) -> str:
+        return " ".join(f"{k}={metrics[k]:.4g}" for k in ("loss", "reward_mean", "ce") if k in metrics)
 
 
 # ---- datasets -----------------------------------------------------------------------------------

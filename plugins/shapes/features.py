@@ -245,9 +245,11 @@ def train_feature_net(
 
 
 @torch.no_grad()
-def extract(net: ShapesFeatureNet, images: np.ndarray | torch.Tensor,
-            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(features [N,128], logits [N,K]) as float64 numpy for uint8 NHWC numpy or NCHW tensors."""
+def extract(net: ShapesFeatureNet, images: np.ndarray | torch.Tensor, batch_size: int = 256,
+            on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N,128], logits [N,K]) as float64 numpy for uint8 NHWC numpy or NCHW tensors.
+
+    `on_batch(n)` is called after each batch (progress bars)."""
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise DataError(f"extract expects NHWC uint8 images, got {images.dtype} {images.shape}.")
@@ -257,6 +259,8 @@ def extract(net: ShapesFeatureNet, images: np.ndarray | torch.Tensor,
         out = net(images[start : start + batch_size])
         feats.append(out["features"].double().cpu())
         logits.append(out["logits"].double().cpu())
+        if on_batch is not None:
+            on_batch(len(out["features"]))
     if not feats:
         raise DataError("extract: no images given.")
     return torch.cat(feats).numpy(), torch.cat(logits).numpy()

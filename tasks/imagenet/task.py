@@ -42,6 +42,7 @@ from vapi_bench.metrics import (
 )
 from vapi_bench.metrics.dinov2 import DinoV2Extractor, dinov2_requirements
 from vapi_bench.prepare import WeightRequirement
+from vapi_bench.progress import stage
 
 from .adm_npz import AdmNpzWriter
 from .clean_fid import CLEAN_FID_INCEPTION_URL, clean_mode_fid
@@ -158,14 +159,16 @@ class ImageNetFIDTask(Task):
         npz_path = sample_dir / "samples.npz"
         writer = AdmNpzWriter(npz_path, len(items), labels=[it.condition for it in items]) if self.export_npz else None
         try:
-            fake = extractor.extract(_teed(self._png_batches(paths), writer))
+            with stage(ctx.progress, "inception features", len(paths)) as step:
+                fake = extractor.extract(_teed(self._png_batches(paths), writer), progress=step)
         except BaseException:
             if writer is not None:
                 writer.abort()
             raise
         if writer is not None:
             writer.close()
-        ref = load_reference_stats(reference, extractor, weights, self.batch_size)
+        with stage(ctx.progress, "reference statistics", None) as step:
+            ref = load_reference_stats(reference, extractor, weights, self.batch_size, progress=step)
 
         metrics, notes = self._adm_metrics(fake, ref, ctx)
         dinov2_sha256 = None

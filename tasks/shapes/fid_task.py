@@ -27,6 +27,7 @@ from vapi_bench.metrics import (
     precision_recall,
 )
 from vapi_bench.params import Param
+from vapi_bench.progress import stage
 
 from vapi_bench.plugins.shapes.data import SIZES
 from vapi_bench.plugins.shapes.vocab import NUM_CLASSES
@@ -92,8 +93,10 @@ class ShapesFIDTask(Task):
 
         net = load_feature_net(self.featnet, ctx.device)
         digest = file_digest(self.featnet)
-        reference = load_reference(net, digest, self.reference_n, size, self.reference_seed, self.batch_size)
-        features, logits = extract(net, images, self.batch_size)
+        with stage(ctx.progress, "reference statistics", self.reference_n) as step:
+            reference = load_reference(net, digest, self.reference_n, size, self.reference_seed, self.batch_size, step)
+        with stage(ctx.progress, "features", len(images)) as step:
+            features, logits = extract(net, images, self.batch_size, step)
 
         requested = np.array([int(item.condition) for item in items])
         predicted = logits.argmax(axis=1)

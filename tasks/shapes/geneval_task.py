@@ -18,6 +18,7 @@ from vapi_bench.errors import UsageError
 from vapi_bench.imageio import load_png
 from vapi_bench.interfaces import Generator, SampleItem, StageContext, TaskResult
 from vapi_bench.params import Param
+from vapi_bench.progress import stage
 
 from vapi_bench.plugins.shapes.detector import ShapesDetector, colour_lookup, to_mmdet
 from vapi_bench.plugins.shapes.vocab import COLOURS, SHAPES
@@ -83,12 +84,14 @@ class ShapesGenEvalTask(layout.GenEvalLayoutTask):
 
     def score(self, sample_dir: Path, items: Sequence[SampleItem], ctx: StageContext) -> TaskResult:
         records = []
-        for item in items:
-            prompt_index, image_index = item.meta["prompt_index"], item.meta["image_index"]
-            metadata = layout.read_prompt_metadata(sample_dir, prompt_index)
-            image = load_png(self.image_path(sample_dir, item))
-            records.append({"index": item.index, "prompt_index": prompt_index, "image_index": image_index,
-                            **self.score_image(image, metadata)})
+        with stage(ctx.progress, "detect", len(items)) as step:
+            for item in items:
+                prompt_index, image_index = item.meta["prompt_index"], item.meta["image_index"]
+                metadata = layout.read_prompt_metadata(sample_dir, prompt_index)
+                image = load_png(self.image_path(sample_dir, item))
+                records.append({"index": item.index, "prompt_index": prompt_index, "image_index": image_index,
+                                **self.score_image(image, metadata)})
+                step(1)
         return TaskResult(
             metrics=summarize(records),
             per_sample=records,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def reference_key(images: np.ndarray, weights_digest: str) -> str:
 
 
 def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: int, seed: int,
-                   batch_size: int = 256) -> ReferenceFeatures:
+                   batch_size: int = 256, on_batch: Callable[[int], None] | None = None) -> ReferenceFeatures:
     """Reference features and Gaussian statistics, from the cache when the content matches."""
     images = reference_images(n, size, seed)
     key = reference_key(images, weights_digest)
@@ -58,7 +58,7 @@ def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: i
             return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, cached=True)
     from vapi_bench.plugins.shapes.features import extract
 
-    features, _ = extract(net, images, batch_size)
+    features, _ = extract(net, images, batch_size, on_batch)
     mu, sigma = gaussian_stats(features)
 
     def write(tmp: Path) -> None:

@@ -1,0 +1,57 @@
+"""Progress bars: rate and ETA while a stage runs, one summary line when it ends; silent under
+--quiet and when stdout is not a terminal."""
+from __future__ import annotations
+
+import io
+import re
+import sys
+
+import pytest
+from rich.console import Console
+
+from vapi_bench import progress
+
+
+@pytest.fixture
+def screen(monkeypatch):
+    """A terminal-like console capturing what the bars draw."""
+    buffer = io.StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=buffer, force_terminal=True, width=140))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    return buffer
+
+
+def plain(buffer: io.StringIO) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())
+
+
+def test_stage_shows_rate_and_ends_with_a_summary(screen):
+    with progress.make_progress() as bars:
+        with progress.stage(bars, "features", 10) as step:
+            for _ in range(5):
+                step(2)
+        rate = bars.tasks[0].fields["rate"]
+        assert bars.tasks[0].completed == 10 and re.fullmatch(r"[\d.]+ img/s", rate)
+    assert re.search(r"✓ features: 10 img in [\d.]+s \([\d.]+ img/s\)", plain(screen))
+
+
+def test_stage_with_nothing_to_do_says_cached(screen):
+    with progress.make_progress() as bars:
+        with progress.stage(bars, "reference statistics", 5):
+            pass
+    assert "✓ reference statistics: cached" in plain(screen)
+
+
+def test_quiet_prints_nothing(screen):
+    with progress.make_progress(disable=True) as bars:
+        with progress.stage(bars, "features", 3) as step:
+            step(3)
+    assert screen.getvalue() == ""
+
+
+def test_no_bars_when_stdout_is_not_a_terminal(screen, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    with progress.make_progress() as bars:
+        with progress.stage(bars, "features", 3) as step:
+            step(3)
+    assert screen.getvalue() == ""
