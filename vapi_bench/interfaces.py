@@ -108,6 +108,18 @@ class Generator(ABC):
         The result is opaque to the core; it is passed back to `teacher_forced_logits`.
         """
 
+    def null_conditions(self, cond: Any, rows: torch.Tensor | None = None) -> Any:
+        """`cond` (from prepare_conditions) with `rows` (a bool mask [B]; None = every row) replaced
+        by the model's null condition, the one classifier-free guidance and condition dropout use.
+
+        Methods that need the unconditional branch (guided log-probs, CCA's null rows) call it;
+        generators without CFG need not implement it.
+        """
+        from .errors import UsageError
+
+        raise UsageError(f"{self.name} does not expose a null condition (needed for guided log-probs "
+                         "and unconditional rows).")
+
     # ---- the policy ------------------------------------------------------------------------
     @property
     @abstractmethod
@@ -250,13 +262,19 @@ class Task(ABC):
 
 
 class Scorer(nn.Module):
-    """An image-pair scorer shared by methods (as a reward term) and tasks.
+    """An image scorer shared by methods (as a reward term) and tasks.
 
-    forward(pred, target) -> per-image distance [B] (lower is better), images in [-1,1].
-    `differentiable` says whether gradients flow to `pred`.
+    Two kinds, told apart by `higher_is_better`:
+    - distances (the default): forward(pred, target) -> per-image distance [B], lower is better;
+    - rewards (`higher_is_better = True`, `needs_target = False`): forward(pred, conditions=conds)
+      -> per-image reward [B], higher is better, given the condition each image was generated for
+      (class index or prompt, as `Condition`), e.g. a preference model or a verifiable check.
+    Images are in [-1, 1]. `differentiable` says whether gradients flow to `pred`.
     """
 
     differentiable: bool = True
+    higher_is_better: bool = False
+    needs_target: bool = True
 
 
 def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:

@@ -38,32 +38,89 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
 }
 FALLBACK_FAMILY = "llamagen-c2i"
 
+# ---- AR-GRPO (reference/peers.md §1.2: run_c2i_train.sh / run_t2i_train.sh) ----------------------
+# batch_size counts prompts per optimiser step (each gets G rollouts); micro_batch counts prompts
+# per forward. The official rewards (CLIP B/32 and HPS v2.1 cosines ×5 and their quantised
+# copies, MANIQA, three Qwen-VL judges) are approximated by the preference scorers available here.
+_AR_GRPO_C2I = {
+    "lr": 1e-5, "weight_decay": 0.0, "group_size": 8, "rollout_cfg": 2.0, "beta": 0.1,
+    # 4 classes x 8 completions per step on 4 GPUs (8 completions = 1 prompt per device)
+    "batch_size": 4, "micro_batch": 1, "steps": 400, "ckpt_every": 100, "decode_chunk": 8,
+    "rewards": "clip-score:1,hpsv2.1:1",
+}
+AR_GRPO_RECIPES: dict[str, dict[str, Any]] = {
+    "llamagen-c2i": dict(_AR_GRPO_C2I),
+    # 8 captions x 8 completions per step (16 completions = 2 prompts per device), β 1, 600 steps
+    "llamagen-t2i": {**_AR_GRPO_C2I, "rollout_cfg": 4.0, "beta": 1.0, "batch_size": 8, "micro_batch": 2,
+                     "steps": 600},
+    # AR-GRPO has no Janus recipe: the T2I one, rollouts at Janus's own inference CFG 5 (unverified)
+    "janus-pro": {**_AR_GRPO_C2I, "rollout_cfg": 5.0, "beta": 1.0, "batch_size": 8, "micro_batch": 2,
+                  "steps": 600},
+    # shapes: the VA-π shapes budget (60 steps x 16 prompts, G = 8); lr keeps the official ratio to
+    # pre-training (LlamaGen 1e-4 -> AR-GRPO 1e-5; the zoo's 6e-3 -> 6e-4); verifiable rewards
+    "shapes-c2i": {**_AR_GRPO_C2I, "lr": 6e-4, "batch_size": 16, "micro_batch": 4, "steps": 60,
+                   "ckpt_every": 20, "decode_chunk": 64, "rewards": "shapes-class-prob:1"},
+    "shapes-t2i": {**_AR_GRPO_C2I, "lr": 6e-4, "rollout_cfg": 4.0, "beta": 1.0, "batch_size": 16,
+                   "micro_batch": 4, "steps": 60, "ckpt_every": 20, "decode_chunk": 64,
+                   "rewards": "shapes-geneval:1"},
+}
 
-def _family_note(key: str) -> str:
-    values = ", ".join(f"{fam} {rec[key]!r}" for fam, rec in FAMILY_RECIPES.items())
+# ---- CCA (reference/peers.md §2.2: LlamaGen_finetune.py, README) ---------------------------------
+# 256 pairs per step as micro-batches of 2 (8 GPUs x grad-accum 16): the rolled negative is the
+# other pair of the micro-batch. λ per LlamaGen size is in CCA_LAMBDA; text models are an
+# extrapolation (mismatched captions, the model's own null prompt; unverified).
+_CCA_C2I = {
+    "lr": 1e-5, "weight_decay": 0.05, "batch_size": 256, "micro_batch": 2, "steps": 5000,
+    "ckpt_every": 1000, "lam": 1000.0,
+}
+CCA_RECIPES: dict[str, dict[str, Any]] = {
+    "llamagen-c2i": dict(_CCA_C2I),
+    "llamagen-t2i": dict(_CCA_C2I),
+    "janus-pro": dict(_CCA_C2I),
+    # shapes: 60 steps x 16 pairs (the other methods' images per step x steps); lr by the
+    # official ratio to pre-training (1e-5 / 1e-4 -> 6e-4 for the zoo's 6e-3)
+    "shapes-c2i": {**_CCA_C2I, "lr": 6e-4, "batch_size": 16, "steps": 60, "ckpt_every": 20},
+    "shapes-t2i": {**_CCA_C2I, "lr": 6e-4, "batch_size": 16, "steps": 60, "ckpt_every": 20},
+}
+#: CCA's λ per LlamaGen size (README: B / L / XL / XXL / 3B), overriding the family's value
+CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llamagen-xl": 1000.0,
+                                "llamagen-xxl": 1000.0, "llamagen-3b": 500.0}
+
+
+def _family_note(key: str, table: Mapping[str, Mapping[str, Any]]) -> str:
+    values = ", ".join(f"{fam} {rec[key]!r}" for fam, rec in table.items())
     return f"None = family default ({values})"
 
 
-def family_param(name: str, kind: type, help: str) -> Param:
-    """A parameter whose default (None) comes from the generator family's recipe."""
-    return Param(name, kind, None, f"{help}; {_family_note(name)}")
+def family_param(name: str, kind: type, help: str,
+                 table: Mapping[str, Mapping[str, Any]] = FAMILY_RECIPES) -> Param:
+    """A parameter whose default (None) comes from the generator family's recipe in `table`."""
+    return Param(name, kind, None, f"{help}; {_family_note(name, table)}")
 
 
-TRAINING_PARAMS: tuple[Param, ...] = (
-    family_param("lr", float, "AdamW learning rate (constant, no warm-up)"),
-    family_param("weight_decay", float, "AdamW weight decay (never applied to parameters named *norm*)"),
-    Param("betas", tuple, (0.9, 0.999), "AdamW betas"),
-    Param("max_grad_norm", float, 1.0, "clip the global gradient norm to this (0 = no clipping)"),
-    family_param("steps", int, "optimiser steps"),
-    family_param("batch_size", int, "images per optimiser step, over all ranks"),
-    family_param("micro_batch", int, "images per forward/backward pass; accumulation = batch_size / (ranks x micro_batch)"),
-    Param("precision", str, None, "fp32 or bf16 autocast; None = the run's --precision", choices=(None, "fp32", "bf16")),
-    family_param("ckpt_every", int, "save a resumable checkpoint every N steps"),
-    Param("dataset", str, None, "training data (registered dataset name); None = the generator's default dataset"),
-    Param("sharding", str, "ddp", "with several ranks: 'ddp' replicates the trained module and averages gradients; "
-          "'fsdp' shards its parameters, gradients and optimiser state over the ranks (FSDP2), for models that "
-          "do not fit one device", choices=("ddp", "fsdp")),
-)
+def training_params(table: Mapping[str, Mapping[str, Any]] = FAMILY_RECIPES,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> tuple[Param, ...]:
+    """The optimiser / budget / data parameters every fine-tuning method shares, their family
+    defaults taken from `table` (VA-π's by default; AR-GRPO and CCA pass theirs)."""
+    return (
+        family_param("lr", float, "AdamW learning rate (constant, no warm-up)", table),
+        family_param("weight_decay", float, "AdamW weight decay (never applied to parameters named *norm*)", table),
+        Param("betas", tuple, betas, "AdamW betas"),
+        Param("max_grad_norm", float, 1.0, "clip the global gradient norm to this (0 = no clipping)"),
+        family_param("steps", int, "optimiser steps", table),
+        family_param("batch_size", int, "images per optimiser step, over all ranks", table),
+        family_param("micro_batch", int, "images per forward/backward pass; accumulation = batch_size / (ranks x "
+                     "micro_batch)", table),
+        Param("precision", str, None, "fp32 or bf16 autocast; None = the run's --precision", choices=(None, "fp32", "bf16")),
+        family_param("ckpt_every", int, "save a resumable checkpoint every N steps", table),
+        Param("dataset", str, None, "training data (registered dataset name); None = the generator's default dataset"),
+        Param("sharding", str, "ddp", "with several ranks: 'ddp' replicates the trained module and averages gradients; "
+              "'fsdp' shards its parameters, gradients and optimiser state over the ranks (FSDP2), for models that "
+              "do not fit one device", choices=("ddp", "fsdp")),
+    )
+
+
+TRAINING_PARAMS: tuple[Param, ...] = training_params()
 
 REWARD_PARAMS: tuple[Param, ...] = (
     Param("w_mse", float, 1.0, "weight of the pixel MSE term (images in [-1, 1])"),
@@ -75,27 +132,28 @@ REWARD_PARAMS: tuple[Param, ...] = (
 )
 
 
-def family_key(generator: Generator) -> str | None:
+def family_key(generator: Generator, table: Mapping[str, Any] = FAMILY_RECIPES) -> str | None:
     """The recipe key of a generator: its family, or family + '-c2i'/'-t2i' (e.g. 'shapes');
     None when neither is known."""
     family = getattr(generator, "family", "") or ""
     suffixed = f"{family}-{'c2i' if generator.conditioning == 'class' else 't2i'}"
     for key in (family, suffixed):
-        if key in FAMILY_RECIPES:
+        if key in table:
             return key
     return None
 
 
 def resolve(
-    values: Mapping[str, Any], generator: Generator, ctx: StageContext, where: str
+    values: Mapping[str, Any], generator: Generator, ctx: StageContext, where: str,
+    table: Mapping[str, Mapping[str, Any]] = FAMILY_RECIPES,
 ) -> dict[str, Any]:
-    """Fill every None with the family recipe (or run setting) and check the result makes sense.
+    """Fill every None with the family recipe in `table` (or run setting) and check the result.
 
     The returned dict is what the run records: every value concrete, plus `recipe` (the family
     whose defaults were used; an unknown family falls back to the paper's C2I recipe, said so).
     """
-    key = family_key(generator)
-    recipe = FAMILY_RECIPES[key or FALLBACK_FAMILY]
+    key = family_key(generator, table)
+    recipe = table[key or FALLBACK_FAMILY]
     out = dict(values)
     for name, value in values.items():
         if value is None and name in recipe:
