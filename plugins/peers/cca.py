@@ -101,9 +101,13 @@ class CcaStep:
 
     def pair_logprobs(self, tokens: torch.Tensor, conds: Sequence[Condition], negs: Sequence[Condition],
                       null: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sequence log-likelihoods of x under c and under c⁻ (one forward over [c; c⁻])."""
+        """Sequence log-likelihoods of x under c and under c⁻ (one forward over [c; c⁻]).
+
+        A null row is nulled from its own condition on both sides, so that c and c⁻ are the very
+        same input there (a text null condition keeps its caption's mask, as LlamaGen's does)."""
         gen = self.gen
-        cond = gen.prepare_conditions(list(conds) + list(negs))
+        negs = [c if drop else neg for c, neg, drop in zip(conds, negs, null.tolist())]
+        cond = gen.prepare_conditions(list(conds) + negs)
         if bool(null.any()):
             cond = gen.null_conditions(cond, torch.cat([null, null]))
         both = torch.cat([tokens, tokens])
