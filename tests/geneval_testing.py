@@ -1,4 +1,5 @@
-"""Test helpers shared by the GenEval / DrawBench tests: a tiny random CLIP registered with open_clip."""
+"""Test helpers shared by the GenEval / DrawBench / scorer tests: tiny random CLIP and HPS models
+registered with open_clip."""
 import json
 import tempfile
 from pathlib import Path
@@ -10,20 +11,45 @@ _TINY_CLIP_CONFIG = {
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-_registered = False
+TINY_HPS_ARCH = "vapi-tiny-hps"  # GELU (not QuickGELU), as HPS's ViT-H-14
+_TINY_HPS_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+_registered: set[str] = set()
+
+
+def _register(arch: str, config: dict) -> str:
+    """Make `arch` a known open_clip architecture (once per process); return its name."""
+    if arch not in _registered:
+        import open_clip
+
+        folder = Path(tempfile.mkdtemp(prefix=f"{arch}-"))
+        (folder / f"{arch}.json").write_text(json.dumps(config))
+        open_clip.add_model_config(folder)  # kept: open_clip re-reads every config folder on each rescan
+        _registered.add(arch)
+    return arch
 
 
 def register_tiny_clip() -> str:
-    """Make `TINY_CLIP_ARCH` a known open_clip architecture (once per process); return its name."""
-    global _registered
-    if not _registered:
-        import open_clip
+    return _register(TINY_CLIP_ARCH, _TINY_CLIP_CONFIG)
 
-        folder = Path(tempfile.mkdtemp(prefix="vapi-tiny-clip-"))
-        (folder / f"{TINY_CLIP_ARCH}.json").write_text(json.dumps(_TINY_CLIP_CONFIG))
-        open_clip.add_model_config(folder)  # kept: open_clip re-reads every config folder on each rescan
-        _registered = True
-    return TINY_CLIP_ARCH
+
+def register_tiny_hps() -> str:
+    return _register(TINY_HPS_ARCH, _TINY_HPS_CONFIG)
+
+
+def write_tiny_hps_checkpoint(path, seed: int = 0):
+    """A seeded random tiny HPS model saved in the released files' layout ({'state_dict': ...} plus
+    bookkeeping entries); returns the model (eval mode)."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model(register_tiny_hps(), pretrained=None).eval()
+    torch.save({"epoch": 3, "name": "tiny", "state_dict": model.state_dict()}, path)
+    return model
 
 
 def tiny_clip(seed: int = 0):

@@ -17,6 +17,7 @@ from vapi_bench.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from random_inception import random_inception_weights  # noqa: E402
+from tiny_dinov2 import tiny_dinov2_folder  # noqa: E402
 
 TINY_LLAMAGEN = ["--set", "random_init=true", "--set", "dim=32", "--set", "n_layer=1", "--set", "n_head=2",
                  "--set", "vq_ch=32", "--set", "vq_z_channels=32", "--set", "model.image_size=64"]
@@ -35,10 +36,12 @@ def test_imagenet_fid_end_to_end(tmp_path):
     np.savez(tmp_path / "ref.npz", arr_0=rng.integers(0, 255, (8, 256, 256, 3), dtype=np.uint8))
     code = _main("run", "--model", "llamagen-b", "--method", "none", "--task", "imagenet-fid", "--limit", "4",
                  *TINY_LLAMAGEN, "--set", f"inception_weights={inception}", "--set", f"reference={tmp_path / 'ref.npz'}",
+                 "--set", f"dinov2_weights={tiny_dinov2_folder(tmp_path / 'dinov2')}",
                  "--set", "cfg=without", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"))
     assert code == 0
     board = pd.read_csv(tmp_path / "res" / "leaderboard-imagenet-fid.csv")
     assert len(board) == 1 and board["model"][0] == "llamagen-b" and np.isfinite(board["fid"][0])
+    assert np.isfinite(board["fd_dinov2"][0])
     npz = next((tmp_path / "runs" / "samples").glob("*/samples.npz"))
     arr = np.load(npz)["arr_0"]
     assert arr.shape == (4, 256, 256, 3) and arr.dtype == np.uint8

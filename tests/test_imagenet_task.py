@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 from random_inception import random_inception_weights
+from tiny_dinov2 import tiny_dinov2_folder
 
 from vapi_bench import load_task
 from vapi_bench.errors import DataError, UsageError
 from vapi_bench.imageio import save_png
 from vapi_bench.interfaces import SamplingRecipe, StageContext
 from vapi_bench.metrics import InceptionExtractor, frechet_distance, gaussian_stats, inception_score, precision_recall
+from vapi_bench.metrics.dinov2 import DinoV2Extractor
 from vapi_bench.tasks.imagenet.adm_npz import AdmNpzWriter, iter_npz_images, npz_image_count
 from vapi_bench.tasks.imagenet.reference import load_reference_stats
 from vapi_bench.tasks.imagenet.task import ImageNetFIDTask, class_labels
@@ -72,7 +74,9 @@ def test_task_is_registered_with_typed_params():
     with pytest.raises(UsageError, match="class_sampling"):
         load_task("imagenet-fid", class_sampling="stratified")
     names = [req.what for req in load_task("imagenet-fid", clean_fid="true").requirements()]
-    assert names == ["inception", "imagenet-reference", "clean-fid-inception"]
+    assert names == ["inception", "imagenet-reference", "clean-fid-inception", "dinov2-vitl14", "dinov2-vitl14"]
+    names = [req.what for req in load_task("imagenet-fid", fd_dinov2="false").requirements()]
+    assert names == ["inception", "imagenet-reference"]
 
 
 # ---- ADM npz ----------------------------------------------------------------------------------------
@@ -110,15 +114,20 @@ def world(weights, tmp_path_factory):
     extractor = InceptionExtractor(weights)
     fake, real = _random_images(N_FAKE, 1), _random_images(N_REF, 2)
     fake_feats, real_feats = extractor.extract([fake]), extractor.extract([real])
+    dinov2 = tiny_dinov2_folder(root / "dinov2")
+    dino = DinoV2Extractor(dinov2)
+    fake_dino, real_dino = dino.extract([fake]), dino.extract([real])
     np.savez(root / "ref_images.npz", arr_0=real)
     mu, sigma = gaussian_stats(real_feats.pool)
     mu_s, sigma_s = gaussian_stats(real_feats.spatial)
     np.savez(root / "ref_stats.npz", arr_0=real, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
-    return SimpleNamespace(root=root, fake=fake, fake_feats=fake_feats, real_feats=real_feats)
+    return SimpleNamespace(root=root, fake=fake, fake_feats=fake_feats, real_feats=real_feats, dinov2=dinov2,
+                           fake_dino=fake_dino, real_dino=real_dino)
 
 
 def _score(world, weights, reference, monkeypatch, **params):
     monkeypatch.setenv("VAPI_BENCH_CACHE", str(world.root / "cache"))
+    params = {"dinov2_weights": str(world.dinov2), **params}
     task = ImageNetFIDTask(n=N_FAKE, image_size=SIZE, reference=str(reference), inception_weights=str(weights),
                            batch_size=4, split_size=4, **params)
     items = task.items(GENERATOR)
@@ -140,9 +149,13 @@ def scored_against_images(world, weights):
 def test_score_end_to_end_matches_metric_functions_and_exports_npz(world, scored_against_images):
     result, sample_dir = scored_against_images
     f, r = world.fake_feats, world.real_feats
-    assert set(result.metrics) == {"fid", "sfid", "inception_score", "inception_score_std", "precision", "recall"}
+    assert set(result.metrics) == {"fid", "sfid", "inception_score", "inception_score_std", "precision", "recall",
+                                   "fd_dinov2"}
     assert result.metrics["fid"] == pytest.approx(
         frechet_distance(*gaussian_stats(f.pool), *gaussian_stats(r.pool)), rel=1e-6)
+    assert result.metrics["fd_dinov2"] == pytest.approx(
+        frechet_distance(*gaussian_stats(world.fake_dino), *gaussian_stats(world.real_dino)), rel=1e-6)
+    assert result.metrics["fd_dinov2"] > 0 and len(result.extra["dinov2_sha256"]) == 64
     assert result.metrics["inception_score"] == pytest.approx(inception_score(f.logits, 4)[0], rel=1e-6)
     assert (result.metrics["precision"], result.metrics["recall"]) == precision_recall(r.pool, f.pool)
     assert result.metrics["fid"] > 0 and result.metrics["sfid"] > 0
@@ -168,8 +181,16 @@ def test_fid_from_stored_stats_equals_fid_from_reference_images(world, weights, 
     from_images, _ = scored_against_images
     from_stats, _ = _score(world, weights, world.root / "ref_stats.npz", monkeypatch, export_npz=False)
     assert from_stats.extra["reference"]["stats"] == "stored"
-    for key in ("fid", "sfid", "precision", "recall"):
+    for key in ("fid", "sfid", "precision", "recall", "fd_dinov2"):
         assert from_stats.metrics[key] == pytest.approx(from_images.metrics[key], rel=1e-6)
+
+
+def test_fd_dinov2_is_skipped_without_reference_images(world, weights, tmp_path, monkeypatch):
+    mu, sigma = gaussian_stats(world.real_feats.pool)
+    np.savez(tmp_path / "stats_only.npz", mu=mu, sigma=sigma)
+    stats_only, _ = _score(world, weights, tmp_path / "stats_only.npz", monkeypatch, export_npz=False)
+    assert "fd_dinov2" not in stats_only.metrics and stats_only.extra["dinov2_sha256"] is None
+    assert "fd_dinov2 skipped: the reference has no images (arr_0)" in stats_only.extra["notes"]
 
 
 def test_missing_and_wrong_size_samples_are_named(world, weights, monkeypatch, tmp_path):

@@ -459,3 +459,9 @@ def test_too_old_transformers_is_a_plain_error(monkeypatch):
     monkeypatch.setattr(current, "__version__", "5.3.0")
     with pytest.raises(VapiError, match=r"transformers>=5\.24.*found 5\.3\.0"):
         require_transformers()
+
+
+def test_passes_the_conformance_kit(gen):
+    from vapi_bench.testing import check_generator
+
+    check_generator(gen)

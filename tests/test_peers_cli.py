@@ -16,11 +16,11 @@ def _main(*args):
 
 def test_ar_grpo_on_shapes_c2i_and_cca_on_shapes_t2i(tmp_path):
     dirs = ("--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"))
-    assert _main("run", "-m", "shapes-c2i", "-a", "ar-grpo", "-t", "shapes-fid", "--set", "steps=1",
-                 "--set", "batch_size=2", "--set", "group_size=2", "--set", "task.n=24", "--set", "task.reference_n=48",
-                 "--set", "task.cfg=without", *dirs) == 0
-    assert _main("run", "-m", "shapes-t2i", "-a", "cca", "-t", "shapes-geneval", "--set", "steps=1",
-                 "--set", "batch_size=2", "--set", "task.tags=single_object", "--set", "task.images_per_prompt=1",
+    assert _main("run", "-m", "shapes-c2i", "-a", "ar-grpo", "-t", "shapes-fid", "--set", "method.steps=1",
+                 "--set", "method.batch_size=2", "--set", "method.group_size=2", "--set", "task.n=24",
+                 "--set", "task.reference_n=48", "--set", "task.cfg=without", *dirs) == 0
+    assert _main("run", "-m", "shapes-t2i", "-a", "cca", "-t", "shapes-geneval", "--set", "method.steps=1",
+                 "--set", "method.batch_size=2", "--set", "task.tags=single_object", "--set", "task.images_per_prompt=1",
                  "--set", "cfg_scale=1", "--limit", "4", *dirs) == 0
     fid = pd.read_csv(tmp_path / "res" / "leaderboard-shapes-fid.csv")
     geneval = pd.read_csv(tmp_path / "res" / "leaderboard-shapes-geneval.csv")

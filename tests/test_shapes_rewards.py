@@ -32,7 +32,7 @@ def test_geneval_reward_is_the_tasks_per_image_correctness():
     prompts = [data[i][1] for i in range(len(data))]
     wrong = prompts[1:] + prompts[:1]  # every image scored against its neighbour's caption
     reward = vapi_bench.load_scorer("shapes-geneval")
-    assert reward.higher_is_better and not reward.needs_target
+    assert reward.higher_is_better and not reward.needs_reference and reward.needs_conditions
     task = ShapesGenEvalTask()
     pixels = to_uint8(images)
     for captions in (prompts, wrong):

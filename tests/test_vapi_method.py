@@ -135,8 +135,8 @@ def test_family_recipes():
     assert (t2i["xi"], t2i["steps"], t2i["perceptual"]) == (0.5, 200, "lpips-vgg")
     shapes = resolve(values, gen("shapes", "class"), ctx, "va-pi")
     assert shapes["recipe"] == "shapes-c2i" and shapes["perceptual"] == "shapes-perceptual"
-    other = resolve(values, gen("my-model"), ctx, "va-pi")
-    assert other["recipe"].startswith("llamagen-c2i (fallback") and other["lr"] == 1e-6
+    with pytest.raises(UsageError, match=r"family 'my-model'.*--set method\.lr=.*Known families: .*llamagen-c2i"):
+        resolve(values, gen("my-model"), ctx, "va-pi")  # never another model's recipe in silence
     assert resolve({**values, "lr": 3e-4}, gen("janus-pro"), ctx, "va-pi")["lr"] == 3e-4  # explicit wins
 
 

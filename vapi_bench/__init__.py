@@ -3,20 +3,20 @@
 Public API:
     load_generator(name, checkpoint=None, device=None, **overrides) -> interfaces.Generator
     load_method / load_task / load_scorer / load_dataset(name, **overrides)
-    hookimpl, Entry, Param: for plugin authors
+    hookimpl, Entry, Family, Param: for plugin authors (vapi_bench.testing: the conformance kit)
 """
 from __future__ import annotations
 
 from typing import Any
 
 from .hookspecs import hookimpl
-from .interfaces import Entry, Generator, Method, SampleItem, SamplingRecipe, Scorer, StageContext, Task, TaskResult
+from .interfaces import Entry, Family, Generator, Method, SampleItem, SamplingRecipe, Scorer, StageContext, Task, TaskResult
 from .params import Param
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Entry", "Generator", "Method", "Param", "SampleItem", "SamplingRecipe", "Scorer", "StageContext",
+    "Entry", "Family", "Generator", "Method", "Param", "SampleItem", "SamplingRecipe", "Scorer", "StageContext",
     "Task", "TaskResult", "hookimpl", "load_dataset", "load_generator", "load_method", "load_scorer",
     "load_task", "__version__",
 ]

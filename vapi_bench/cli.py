@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UsageError, VapiError
@@ -23,7 +24,7 @@ DEFAULT_METHODS = ["none", "va-pi"]
 DEFAULT_TASK = "shapes-fid"
 
 KIND_ALIASES = {"models": "generators", "generators": "generators", "methods": "methods", "tasks": "tasks",
-                "scorers": "scorers", "datasets": "datasets"}
+                "scorers": "scorers", "datasets": "datasets", "families": "families"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark post-training methods (VA-π and baselines) for AR image generators.")
@@ -34,7 +35,7 @@ ResultsDirOpt = typer.Option(Path("results"), "--results-dir", help="where leade
 
 
 @app.command("list")
-def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | all")) -> None:
+def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | families | all")) -> None:
     """List what the installed plugins offer."""
     from .registry import KINDS, get_registry
 
@@ -118,7 +119,7 @@ def run(
     requests = [
         _request(model=model, method=m, task=task, set_=set_, checkpoint=checkpoint, seed=s, runs_dir=runs_dir,
                  results_dir=results_dir, limit=limit, device=device, force=force, batch_size=batch_size,
-                 precision=precision, leaderboard=not no_leaderboard)
+                 precision=precision, leaderboard=not no_leaderboard, methods=tuple(method))
         for s in seed for m in method
     ]
     _print_rows(_execute(requests))
@@ -190,6 +191,8 @@ def leaderboard(
         raise VapiError(f"No leaderboard rows in {results_dir}" + (f" for task '{task}'." if task else "."))
     if not raw and fmt in {"table", "md"}:
         df = lb.summarize(df)
+        for note in df.attrs.get("notes", []):
+            console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     if fmt != "table":
         sys.stdout.write(lb.render(df, fmt))
         return
@@ -202,13 +205,14 @@ def leaderboard(
 
 
 def _requirements(model: str | None, method: str | None, task: str | None, overrides: dict[str, str],
-                  checkpoint: str | None) -> list[Any]:
+                  checkpoint: str | None, scorer: str | None = None) -> list[Any]:
     """Every WeightRequirement the named plugins declare (via Entry.requirements or .requirements())."""
     from .params import resolve_params, split_overrides
     from .registry import get_registry
 
     reg = get_registry()
-    chosen = [(k, n) for k, n in (("generators", model), ("methods", method), ("tasks", task)) if n]
+    chosen = [(k, n) for k, n in (("generators", model), ("methods", method), ("tasks", task), ("scorers", scorer))
+              if n]
     entries = {k: reg.get(k, n) for k, n in chosen}
     routed = split_overrides(overrides, {k: e.params for k, e in entries.items()})
     found: list[Any] = []
@@ -228,17 +232,18 @@ def prepare(
     model: Optional[str] = typer.Option(None, "--model", "-m"),
     method: Optional[str] = typer.Option(None, "--method", "-a"),
     task: Optional[str] = typer.Option(None, "--task", "-t"),
+    scorer: Optional[str] = typer.Option(None, "--scorer", "-s", help="a scorer (reward or metric network)"),
     set_: list[str] = SetOpt,
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint"),
     offline: bool = typer.Option(False, "--offline", help="only check the cache; never touch the network"),
 ) -> None:
-    """Fetch every file a (model, method, task) needs into the cache, for later --offline runs."""
+    """Fetch every file a (model, method, task, scorer) needs into the cache, for later --offline runs."""
     from .prepare import prepare as fetch_all
     from .weights import cache_dir
 
-    if not (model or method or task):
-        raise UsageError("Name at least one of --model, --method, --task.")
-    needed = _requirements(model, method, task, parse_set_options(set_), checkpoint)
+    if not (model or method or task or scorer):
+        raise UsageError("Name at least one of --model, --method, --task, --scorer.")
+    needed = _requirements(model, method, task, parse_set_options(set_), checkpoint, scorer)
     outcomes = fetch_all(needed, offline=offline)
     table = Table(title=f"prepare (cache: {cache_dir()})", title_justify="left")
     for col in ("what", "status", "path", "note"):
@@ -280,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     except VapiError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         raise SystemExit(130) from None

@@ -14,8 +14,9 @@ from .weights import cache_dir, is_offline
 
 #: optional backends: (import name, distribution, what it enables, how to get it)
 OPTIONAL = [
-    ("transformers", "transformers", "Janus-Pro, T5 text encoder, Mask2Former detector", "pip install 'vapi-bench[janus]'"),
-    ("open_clip", "open-clip-torch", "GenEval colours, DrawBench CLIP score", "pip install open-clip-torch"),
+    ("transformers", "transformers", "Janus-Pro, T5 text encoder, Mask2Former detector, FD_DINOv2, PickScore",
+     "pip install 'vapi-bench[janus]'"),
+    ("open_clip", "open-clip-torch", "GenEval colours, CLIP score, HPS v2", "pip install open-clip-torch"),
     ("lpips", "lpips", "LPIPS rewards (VGG / AlexNet)", "pip install lpips"),
     ("torch_fidelity", "torch-fidelity", "Inception features for FID/IS", "pip install torch-fidelity"),
     ("cleanfid", "clean-fid", "clean-fid metric", "pip install clean-fid"),

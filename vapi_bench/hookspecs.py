@@ -47,5 +47,15 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_families(register: Register) -> None:
+    """Declare method defaults for a model family: register(Family(name, defaults={"lr": 1e-4, ...})).
+
+    A generator whose `family` attribute names no declared family can still be fine-tuned when the
+    user sets every family-default parameter the method needs; otherwise the run stops before any
+    stage, listing the known families and those keys.
+    """
+
+
+@hookspec
 def register_commands(app: Any) -> None:
     """Add Typer commands to the `vapi-bench` app."""

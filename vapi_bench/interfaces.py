@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
+from .errors import UsageError, VapiError
 from .params import Param
 
 Condition = int | str
@@ -45,6 +46,53 @@ class Entry:
     aliases: tuple[str, ...] = ()
     provider: str = ""
     requirements: Callable[..., list[Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """Method defaults of a model family, declared by a plugin through `register_families`.
+
+    Methods declare some parameters with the default None, meaning "the value this generator's
+    family recommends" (learning rate, batch size, the perceptual scorer...). `defaults` maps
+    those parameter names to values; a generator belongs to the family named by its `family`
+    attribute. A family nobody declares is an error before any stage runs, never a silent
+    fallback to another model's recipe.
+    """
+
+    name: str
+    defaults: Mapping[str, Any]
+    summary: str = ""
+    provider: str = ""
+
+
+class MissingCapability(UsageError):
+    """A method asked a generator for an optional capability it does not provide."""
+
+
+#: optional generator members: a method that needs one says so through `require_capability`
+OPTIONAL_CAPABILITIES = ("decode_embeddings", "codebook", "tokenizer_decoder", "null_conditions")
+
+
+def has_capability(generator: "Generator", capability: str) -> bool:
+    """Whether `generator`'s class provides the optional `capability` (overrides the default)."""
+    if capability not in OPTIONAL_CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}; known: {OPTIONAL_CAPABILITIES}")
+    return getattr(type(generator), capability, None) is not getattr(Generator, capability)
+
+
+def require_capability(generator: "Generator", capability: str, needed_by: str) -> None:
+    """Raise MissingCapability (a clear UsageError) unless `generator` provides `capability`."""
+    if not has_capability(generator, capability):
+        raise _missing(generator, capability, needed_by)
+
+
+def _missing(generator: Any, capability: str, needed_by: str) -> MissingCapability:
+    name = getattr(generator, "name", type(generator).__name__)
+    return MissingCapability(
+        f"Generator '{name}' does not provide `{capability}`, which {needed_by} needs. Choose a method "
+        f"that does not need it, or implement `{capability}` in the generator's class "
+        f"(docs/plugins.md, 'Optional capabilities')."
+    )
 
 
 @dataclass(frozen=True)
@@ -88,17 +136,18 @@ class Generator(ABC):
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Decode token ids [B,T] to images [B,3,H,W], roughly in [-1,1], unclamped."""
 
-    @abstractmethod
+    # optional capabilities: only the methods that need them ask (see `require_capability`)
     def decode_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
-        """Decode code vectors [B,T,D] (already l2-normalised codebook rows) to images.
+        """Optional. Decode code vectors [B,T,D] (already l2-normalised codebook rows) to images.
 
         Differentiable; used by the straight-through (STE) baseline.
         """
+        raise _missing(self, "decode_embeddings", "a method that backpropagates through the decoder (e.g. ste)")
 
     @property
-    @abstractmethod
     def codebook(self) -> torch.Tensor:
-        """The codebook rows [V, D] exactly as `decode` uses them (l2-normalised if the VQ is)."""
+        """Optional. The codebook rows [V, D] exactly as `decode` uses them (l2-normalised if the VQ is)."""
+        raise _missing(self, "codebook", "a method that reads code vectors (e.g. ste)")
 
     # ---- conditions ------------------------------------------------------------------------
     @abstractmethod
@@ -109,16 +158,12 @@ class Generator(ABC):
         """
 
     def null_conditions(self, cond: Any, rows: torch.Tensor | None = None) -> Any:
-        """`cond` (from prepare_conditions) with `rows` (a bool mask [B]; None = every row) replaced
-        by the model's null condition, the one classifier-free guidance and condition dropout use.
-
-        Methods that need the unconditional branch (guided log-probs, CCA's null rows) call it;
-        generators without CFG need not implement it.
-        """
-        from .errors import UsageError
-
-        raise UsageError(f"{self.name} does not expose a null condition (needed for guided log-probs "
-                         "and unconditional rows).")
+        """Optional. `cond` (from prepare_conditions) with `rows` (a bool mask [B]; None = every
+        row) replaced by the model's null condition, the one classifier-free guidance and condition
+        dropout use. Methods that need the unconditional branch call it (ar-grpo's guided
+        log-probs, cca's null rows)."""
+        raise _missing(self, "null_conditions", "a method that runs the unconditional branch (e.g. cca, "
+                       "ar-grpo with logprob_cfg=guided)")
 
     # ---- the policy ------------------------------------------------------------------------
     @property
@@ -127,9 +172,9 @@ class Generator(ABC):
         """The trainable autoregressive network (train()/eval() toggles dropout + cond dropout)."""
 
     @property
-    @abstractmethod
     def tokenizer_decoder(self) -> nn.Module:
-        """The tokenizer's decoder half (for decoder post-training)."""
+        """Optional. The tokenizer's decoder half (for decoder post-training)."""
+        raise _missing(self, "tokenizer_decoder", "a method that fine-tunes the tokenizer (e.g. post-train-tokenizer)")
 
     @abstractmethod
     def teacher_forced_logits(
@@ -262,19 +307,62 @@ class Task(ABC):
 
 
 class Scorer(nn.Module):
-    """An image scorer shared by methods (as a reward term) and tasks.
+    """An image scorer shared by methods (as a reward term) and tasks (as a metric).
 
-    Two kinds, told apart by `higher_is_better`:
-    - distances (the default): forward(pred, target) -> per-image distance [B], lower is better;
-    - rewards (`higher_is_better = True`, `needs_target = False`): forward(pred, conditions=conds)
-      -> per-image reward [B], higher is better, given the condition each image was generated for
-      (class index or prompt, as `Condition`), e.g. a preference model or a verifiable check.
-    Images are in [-1, 1]. `differentiable` says whether gradients flow to `pred`.
+    Two kinds, told apart by `needs_reference` / `needs_conditions`:
+    - pair scorers (mse, l1, lpips-*): `forward(pred, target)` -> per-image distance [B], lower
+      is better;
+    - conditioned scorers (hpsv2, clip-score, pickscore, ...):
+      `forward(images, conditions=None, reference=None)` -> per-image score [B], higher is better;
+      `conditions` holds one condition per image (a prompt str, or an int class the scorer maps
+      to text).
+    Images are in [-1, 1]. Generic callers (reward combinations, tasks) use `score()`, which
+    takes keywords, checks that what the scorer needs was given, and calls the right form.
+    `differentiable` says whether gradients flow to the images.
     """
 
     differentiable: bool = True
     higher_is_better: bool = False
-    needs_target: bool = True
+    needs_reference: bool = True
+    needs_conditions: bool = False
+
+    def score(
+        self,
+        images: torch.Tensor,
+        conditions: Sequence[Condition] | None = None,
+        reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-image values [B] whatever the scorer's kind (see the class docstring)."""
+        name = type(self).__name__
+        if self.needs_reference and reference is None:
+            raise UsageError(f"scorer {name} compares with a reference image; pass reference=<images>.")
+        if self.needs_conditions and conditions is None:
+            raise UsageError(f"scorer {name} scores images against their conditions; pass conditions=<prompts>.")
+        if self.needs_conditions and len(conditions) != len(images):
+            raise UsageError(f"scorer {name}: {len(images)} images but {len(conditions)} conditions.")
+        if self.needs_reference and not self.needs_conditions:
+            return self(images, reference)
+        return self(images, conditions=conditions, reference=reference)
+
+
+def check_sampled_tokens(generator: Generator, tokens: Any, batch: int) -> None:
+    """Raise VapiError naming the generator unless `tokens` is what `sample` promises: an int64
+    tensor [batch, num_tokens] with ids in [0, codebook_size). Checked on every sampled batch, so
+    a broken plugin is named here rather than deep inside another model's decoder."""
+    name = getattr(generator, "name", type(generator).__name__)
+    expected = f"int64 [B, T] = [{batch}, {generator.num_tokens}] with ids in [0, {generator.codebook_size})"
+    problem = ""
+    if not isinstance(tokens, torch.Tensor):
+        problem = f"returned {type(tokens).__name__}, not a torch.Tensor"
+    elif tokens.dtype != torch.int64:
+        problem = f"returned dtype {tokens.dtype}"
+    elif tuple(tokens.shape) != (batch, generator.num_tokens):
+        problem = f"returned shape {tuple(tokens.shape)}"
+    elif tokens.numel() and not (0 <= int(tokens.min()) and int(tokens.max()) < generator.codebook_size):
+        problem = f"returned ids in [{int(tokens.min())}, {int(tokens.max())}]"
+    if problem:
+        raise VapiError(f"Generator '{name}' broke the sample() contract: it {problem}; tokens must be {expected}. "
+                        f"(vapi_bench.testing.check_generator checks the whole contract.)")
 
 
 def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:

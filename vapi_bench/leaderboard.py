@@ -2,6 +2,10 @@
 
 Appends take a file lock and rewrite the file atomically with the union of columns, so concurrent
 runs never lose or interleave a row and a task whose metrics change still keeps every old row.
+
+A row carries its configuration identity (`config`, see spec.config_identity) next to readable
+descriptions of it; summaries average over the seeds of one configuration only, and a re-run of
+the same seed and configuration counts once.
 """
 from __future__ import annotations
 
@@ -16,10 +20,21 @@ from .store import atomic_write_text
 
 #: columns shown first, in this order; every other column (the metrics) follows
 LEAD_COLUMNS = ["model", "method", "task", "variant"]
-TAIL_COLUMNS = [
-    "n_samples", "cfg_scale", "temperature", "top_k", "top_p", "cfg_interval", "seed",
-    "evaluator", "evaluator_version", "tune_minutes", "run_id", "date",
+#: the configuration identity of a row (a hash: spec.config_identity)
+IDENTITY_COLUMN = "config"
+#: readable facts of a configuration: constant within one `config`, shown once per summary row.
+#: A helper adding such a column (a chosen learning rate, a tuning grid) appends it here.
+DESCRIPTIVE_COLUMNS = [
+    "settings", "lr", "n_samples", "cfg_scale", "temperature", "top_k", "top_p", "cfg_interval",
+    "evaluator", "evaluator_version",
 ]
+#: the descriptive columns a summary shows (the others only keep configurations apart)
+SUMMARY_COLUMNS = ["settings", "lr"]
+#: facts of one run, not of its configuration (never averaged, never grouped by)
+PER_RUN_COLUMNS = ["seed", "tune_minutes", "run_id", "date"]
+TAIL_COLUMNS = [IDENTITY_COLUMN, *DESCRIPTIVE_COLUMNS, *PER_RUN_COLUMNS]
+#: what a row written before configuration identity existed is marked with in summaries
+UNRECORDED = "unrecorded"
 
 
 def leaderboard_path(results_dir: Path, task: str) -> Path:
@@ -67,19 +82,46 @@ def load(results_dir: Path, task: str | None = None) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of each metric per (model, method, task, variant)."""
+    """Mean ± std over the distinct seeds of each configuration.
+
+    Groups by model, method, task, variant, `config` and the descriptive columns present; a seed
+    run twice with one configuration counts once (the latest row). Rows written before `config`
+    existed are grouped by what they carry, marked `unrecorded`, and `attrs["notes"]` says so
+    (they may mix settings that nothing recorded apart).
+    """
     if df.empty:
         return df
-    keys = [c for c in LEAD_COLUMNS if c in df.columns]
-    metrics = [c for c in df.columns if c not in LEAD_COLUMNS and c not in TAIL_COLUMNS]
-    numeric = [c for c in metrics if pd.api.types.is_numeric_dtype(df[c])]
-    grouped = df.groupby(keys, dropna=False)[numeric]
-    mean, std = grouped.mean(), grouped.std()
+    df = df.copy()
+    notes: list[str] = []
+    if IDENTITY_COLUMN not in df.columns:
+        df[IDENTITY_COLUMN] = pd.NA
+    legacy = df[IDENTITY_COLUMN].isna()
+    if legacy.any():
+        df[IDENTITY_COLUMN] = df[IDENTITY_COLUMN].astype(object).where(~legacy, UNRECORDED)
+        notes.append(f"{int(legacy.sum())} row(s) predate configuration identity (no `config` column): they are "
+                     f"grouped by model, method, task, variant and the sampling and evaluation columns they carry, "
+                     f"so they may mix settings.")
+    keys = [c for c in [*LEAD_COLUMNS, IDENTITY_COLUMN, *DESCRIPTIVE_COLUMNS] if c in df.columns]
+    if "seed" in df.columns:
+        recorded = df[df[IDENTITY_COLUMN] != UNRECORDED]
+        latest = recorded.drop_duplicates(subset=[*keys, "seed"], keep="last")
+        repeats = len(recorded) - len(latest)
+        if repeats:
+            notes.append(f"{repeats} row(s) repeat a seed of the same configuration; the latest of each is used.")
+        df = pd.concat([latest, df[df[IDENTITY_COLUMN] == UNRECORDED]], ignore_index=True)
+    numeric = [c for c in df.columns if c not in keys and c not in TAIL_COLUMNS
+               and pd.api.types.is_numeric_dtype(df[c])]
+    grouped = df.groupby(keys, dropna=False, sort=False)
+    mean, std = grouped[numeric].mean(), grouped[numeric].std()
     out = mean.copy()
     for c in numeric:
         out[c] = [_fmt(m, s) for m, s in zip(mean[c], std[c])]
-    out["seeds"] = grouped.size()
-    return out.reset_index()
+    out["seeds"] = grouped["seed"].nunique(dropna=False) if "seed" in df.columns else grouped.size()
+    out = out.reset_index()
+    lead = [c for c in [*LEAD_COLUMNS, IDENTITY_COLUMN] if c in out.columns]
+    out = out[lead + numeric + ["seeds"] + [c for c in SUMMARY_COLUMNS if c in keys]]
+    out.attrs["notes"] = notes
+    return out
 
 
 def _fmt(mean: float, std: float) -> str:

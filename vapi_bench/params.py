@@ -21,7 +21,9 @@ class Param:
     """One tunable parameter of a plugin.
 
     `type` is one of bool, int, float, str (or `tuple` for comma-separated floats/ints given as a
-    tuple default). `choices` restricts string values. `affects` is informational.
+    tuple default). `choices` restricts string values. `from_family` marks a method parameter whose
+    default (None) is the generator family's declared value (`interfaces.Family`); the runner
+    checks before any stage runs that the family declares it or the user set it.
     """
 
     name: str
@@ -29,6 +31,7 @@ class Param:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    from_family: bool = False
 
     def describe(self) -> str:
         extra = f" one of {list(self.choices)}" if self.choices else ""
@@ -111,31 +114,101 @@ def parse_set_options(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def route_overrides(
+    overrides: Mapping[str, Any], plugins: Mapping[str, Mapping[str, Sequence[Param]]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Route `--set` keys to the plugins of a run that declare them.
+
+    `plugins` maps a kind (model, method, task, sampling) to {plugin name: its params}; the result
+    maps kind -> plugin name -> {key: value}. A key is
+    - qualified by a kind (`method.lr`): it goes to every plugin of that kind declaring it, so
+      with several methods each one that has `lr` gets it;
+    - qualified by a plugin name (`va-pi.group_size`, `sft.lr`): it goes to that plugin only;
+    - bare (`steps`): it goes to every plugin declaring it, provided they are all of one kind.
+      A bare key declared by plugins of different kinds (`temperature`: the sampling recipe and
+      VA-π's training temperature) is ambiguous and raises UsageError naming the qualified forms,
+      because guessing would silently change a stage the user did not mean to change.
+    A key nobody declares raises UsageError listing every valid key, per plugin.
+    """
+    routed = {kind: {name: {} for name in named} for kind, named in plugins.items()}
+    for key, value in overrides.items():
+        qualifier, _, name = key.rpartition(".")
+        if qualifier:
+            targets = _qualified_targets(qualifier, name, plugins, key)
+        else:
+            targets = [(k, n) for k, named in plugins.items() for n, ps in named.items() if _declares(ps, key)]
+            kinds = list(dict.fromkeys(k for k, _ in targets))
+            if len(kinds) > 1:
+                candidates = ", ".join(f"{k}.{key}" for k in kinds)
+                owners = ", ".join(_owner(k, [n for kk, n in targets if kk == k]) for k in kinds)
+                raise UsageError(
+                    f"--set {key} is ambiguous: it is declared by more than one part of this run ({owners}). "
+                    f"Qualify it: {candidates}."
+                )
+            if not targets:
+                raise UsageError(f"Unknown --set key '{key}'.{_near(key, plugins)}\nValid keys:\n{_listing(plugins)}")
+        for kind, plugin in targets:
+            routed[kind][plugin][name] = value
+    return routed
+
+
+def _owner(kind: str, names: list[str]) -> str:
+    named = [n for n in names if n != kind]
+    return f"{kind} ({', '.join(named)})" if named else kind
+
+
+def _declares(params: Sequence[Param], key: str) -> bool:
+    return any(p.name == key for p in params)
+
+
+def _qualified_targets(qualifier: str, key: str, plugins: Mapping[str, Mapping[str, Sequence[Param]]],
+                       given: str) -> list[tuple[str, str]]:
+    if qualifier in plugins:
+        scope = [(qualifier, n) for n in plugins[qualifier]]
+        if not scope:
+            raise UsageError(f"--set {given}: this command has no {qualifier}.")
+    else:
+        scope = [(k, n) for k, named in plugins.items() for n in named if n.lower() == qualifier.lower()]
+    if not scope:
+        names = [n for named in plugins.values() for n in named if n not in plugins]
+        near = difflib.get_close_matches(qualifier, list(plugins) + names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise UsageError(
+            f"--set {given}: '{qualifier}' is neither a kind ({', '.join(_kinds(plugins))}) nor a plugin of this run "
+            f"({', '.join(dict.fromkeys(names)) or 'none'}).{hint}"
+        )
+    targets = [(k, n) for k, n in scope if _declares(plugins[k][n], key)]
+    if not targets:
+        subset = {k: {n: plugins[k][n] for kk, n in scope if kk == k} for k in dict.fromkeys(k for k, _ in scope)}
+        raise UsageError(f"Unknown --set key '{given}': {qualifier} has no parameter '{key}'.{_near(key, subset)}"
+                         f"\nValid keys:\n{_listing(subset)}")
+    return targets
+
+
+def _kinds(plugins: Mapping[str, Any]) -> list[str]:
+    """The kind qualifiers to suggest (a run's `dataset.` keys are routed once the dataset is known)."""
+    return list(plugins) + (["dataset"] if "method" in plugins and "dataset" not in plugins else [])
+
+
+def _near(key: str, plugins: Mapping[str, Mapping[str, Sequence[Param]]]) -> str:
+    bare = [p.name for named in plugins.values() for ps in named.values() for p in ps]
+    near = difflib.get_close_matches(key, list(dict.fromkeys(bare)), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(near)}?" if near else ""
+
+
+def _listing(plugins: Mapping[str, Mapping[str, Sequence[Param]]]) -> str:
+    """Every valid key, under a `[kind] plugin` header per plugin (plain text: the CLI escapes it)."""
+    blocks = []
+    for kind, named in plugins.items():
+        for name, params in named.items():
+            header = f"  [{kind}]" if name == kind else f"  [{kind}] {name}"
+            blocks.append(header + "\n    " + ("\n    ".join(p.describe() for p in params) or "(none)"))
+    return "\n".join(blocks)
+
+
 def split_overrides(
     overrides: Mapping[str, Any], groups: Mapping[str, Sequence[Param]]
 ) -> dict[str, dict[str, Any]]:
-    """Route `--set` keys to the plugin that declares them.
-
-    A key may be qualified (`method.lr=1e-6`) or bare; a bare key goes to every group declaring
-    it. Unknown keys raise UsageError listing all valid keys per group.
-    """
-    routed: dict[str, dict[str, Any]] = {g: {} for g in groups}
-    for key, value in overrides.items():
-        if "." in key and key.split(".", 1)[0] in groups:
-            group, name = key.split(".", 1)
-            routed[group][name] = value
-            continue
-        owners = [g for g, ps in groups.items() if any(p.name == key for p in ps)]
-        if not owners:
-            every = [f"{g}.{p.name}" for g, ps in groups.items() for p in ps]
-            bare = [p.name for ps in groups.values() for p in ps]
-            near = difflib.get_close_matches(key, bare + every, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(near)}?" if near else ""
-            listing = "\n".join(
-                f"  [{g}]\n    " + ("\n    ".join(p.describe() for p in ps) or "(none)")
-                for g, ps in groups.items()
-            )
-            raise UsageError(f"Unknown --set key '{key}'.{hint}\nValid keys:\n{listing}")
-        for g in owners:
-            routed[g][key] = value
-    return routed
+    """`route_overrides` for one plugin per group: {group: {key: value}} (bare or `group.key`)."""
+    routed = route_overrides(overrides, {g: {g: ps} for g, ps in groups.items()})
+    return {g: routed[g][g] for g in groups}

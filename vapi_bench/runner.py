@@ -24,15 +24,16 @@ import torch
 from . import store
 from .distributed import barrier, device_for, dist_info_from_env, init_process_group
 from .errors import UsageError
-from .hashing import environment_versions, git_commit, stable_hash
+from .families import apply_family_defaults, family_keys
+from .hashing import environment_versions, file_digest, git_commit, stable_hash
 from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
 from .leaderboard import append_rows, leaderboard_path
-from .params import resolve_params, split_overrides
+from .params import resolve_params, route_overrides
 from .progress import add_task, advance, make_progress
 from .registry import Registry, get_registry
 from .seeding import derive_seed
 from .sampling import rank_and_world, sample_records, sample_to_dir, write_grid
-from .spec import SAMPLING_PARAMS, RunSpec, apply_overrides, sample_key, score_key
+from .spec import SAMPLING_PARAMS, RunSpec, apply_overrides, config_identity, sample_key, score_key
 
 STAGES = ("finetune", "sample", "score")
 
@@ -57,6 +58,9 @@ class RunRequest:
     stages: tuple[str, ...] = STAGES
     leaderboard: bool = True
     quiet: bool = False
+    #: every method of this invocation (`run -a none -a sft -a va-pi`): --set keys are validated
+    #: against all of them and routed to each that declares them; () = just `method`
+    methods: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,15 +96,18 @@ class Runner:
         req, reg = self.req, self.registry
         gen_e = reg.get("generators", req.model)
         meth_e = reg.get("methods", req.method)
+        siblings = {e.name: e for e in (reg.get("methods", m) for m in (*req.methods, req.method))}
         task_e = reg.get("tasks", req.task) if req.task else None
         task_declared = task_e.params if task_e else ()
-        groups = {"model": gen_e.params, "method": meth_e.params, "task": task_declared,
-                  "sampling": SAMPLING_PARAMS, "dataset": ()}
-        routed = split_overrides({k: v for k, v in req.overrides.items() if not k.startswith("dataset.")}, groups)
-        model_params = resolve_params(gen_e.params, routed["model"], f"model '{gen_e.name}'")
-        method_params = resolve_params(meth_e.params, routed["method"], f"method '{meth_e.name}'")
-        task_params = resolve_params(task_declared, routed["task"], f"task '{task_e.name if task_e else ''}'")
-        sampling = resolve_params(SAMPLING_PARAMS, routed["sampling"], "sampling")
+        plugins = {"model": {gen_e.name: gen_e.params}, "method": {n: e.params for n, e in siblings.items()},
+                   "task": {task_e.name: task_declared} if task_e else {}, "sampling": {"sampling": SAMPLING_PARAMS}}
+        routed = route_overrides({k: v for k, v in req.overrides.items() if not k.startswith("dataset.")}, plugins)
+        model_params = resolve_params(gen_e.params, routed["model"][gen_e.name], f"model '{gen_e.name}'")
+        every_method = {n: resolve_params(e.params, routed["method"][n], f"method '{n}'") for n, e in siblings.items()}
+        method_params = every_method[meth_e.name]
+        task_params = resolve_params(task_declared, routed["task"][task_e.name], f"task '{task_e.name}'") if task_e else {}
+        sampling = resolve_params(SAMPLING_PARAMS, routed["sampling"]["sampling"], "sampling")
+        self._declared = {"model": gen_e.params, "method": meth_e.params, "task": task_declared}
 
         # random-init weights (tests, smoke runs) must not depend on the process or the rank
         torch.manual_seed(derive_seed(req.seed, 0, stream="init"))
@@ -112,8 +119,15 @@ class Runner:
                 f"Task '{task_e.name}' needs a {task.conditioning}-conditional model but "
                 f"'{gen_e.name}' is {generator.conditioning}-conditional."
             )
-        fingerprint = stable_hash({"model": gen_e.name, "params": model_params, "checkpoint": req.checkpoint,
-                                   "describe": generator.describe()})
+        for name, values in every_method.items():  # before any stage: not after SFT has finished
+            apply_family_defaults(values, family_keys(siblings[name].params), generator, f"method '{name}'",
+                                  qualifier=name, registry=reg)
+        identity = {"model": gen_e.name, "params": model_params, "checkpoint": req.checkpoint,
+                    "describe": generator.describe()}
+        extra: dict[str, Any] = {}
+        if req.checkpoint and Path(req.checkpoint).exists():  # the core, not each plugin, hashes it
+            extra["checkpoint_sha256"] = identity["checkpoint_sha256"] = file_digest(req.checkpoint)
+        fingerprint = stable_hash(identity)
         dataset_name, dataset_params, dataset = None, {}, None
         if not method.is_identity:
             dataset_name = method_params.get("dataset") or generator.default_dataset
@@ -132,7 +146,7 @@ class Runner:
             model_fingerprint=fingerprint, method=meth_e.name, method_params=method_params,
             dataset=dataset_name, dataset_params=dataset_params, task=task_e.name if task_e else "", task_params=task_params,
             sampling_overrides=sampling, seed=req.seed, limit=req.limit, precision=req.precision,
-            method_identity=method.is_identity,
+            method_identity=method.is_identity, extra=extra,
         )
         return generator, method, task, spec, dataset
 
@@ -273,14 +287,24 @@ class Runner:
     def _row(self, spec: RunSpec, recipe: SamplingRecipe, record: dict[str, Any], ft_summary: dict[str, Any],
              n: int, run_id: str) -> dict[str, Any]:
         variant = "cfg" if recipe.cfg_scale != 1.0 else "no-cfg"
+        trained = ft_summary.get("params", {}) if isinstance(ft_summary.get("params"), dict) else {}
         return {
             "model": spec.model, "method": spec.method, "task": spec.task, "variant": variant,
             **{k: v for k, v in record["metrics"].items()},
+            "config": config_identity(spec, recipe), "settings": self._settings(spec),
+            **({"lr": trained["lr"]} if "lr" in trained else {}),
             "n_samples": n, **recipe.as_dict(), "seed": spec.seed,
             "evaluator": record.get("evaluator", ""), "evaluator_version": record.get("evaluator_version", ""),
             "tune_minutes": round(float(ft_summary.get("tune_minutes", 0.0)), 3), "run_id": run_id,
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+
+    def _settings(self, spec: RunSpec) -> str:
+        """The model, method and task parameters that differ from their declared defaults, readable
+        (e.g. "method.lr=3e-05 task.n=16"); the `config` column is the exact identity."""
+        given = {"model": spec.model_params, "method": spec.method_params, "task": spec.task_params}
+        return " ".join(f"{kind}.{p.name}={given[kind][p.name]}" for kind, params in self._declared.items()
+                        for p in params if given[kind].get(p.name, p.default) != p.default)
 
     def _write_run(self, run_dir: Path, spec: RunSpec, run_id: str, walls: dict[str, float], t_start: float,
                    keys: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .imageio import image_grid, load_png, save_png, to_uint8
-from .interfaces import Generator, SampleItem, SamplingRecipe, Task, iter_batches
+from .interfaces import Generator, SampleItem, SamplingRecipe, Task, check_sampled_tokens, iter_batches
 from .seeding import derive_seed
 
 
@@ -60,6 +60,7 @@ def sample_to_dir(
             seeds = [derive_seed(seed, it.index) for it in batch]
             with torch.no_grad():
                 tokens = generator.sample([it.condition for it in batch], seeds=seeds, recipe=recipe)
+                check_sampled_tokens(generator, tokens, len(batch))
                 pixels = to_uint8(generator.decode(tokens), size)
             for it, img in zip(batch, pixels):
                 save_png(task.image_path(sample_dir, it), img)

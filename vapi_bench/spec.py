@@ -70,6 +70,16 @@ class RunSpec:
         return asdict(self)
 
 
+def config_identity(spec: RunSpec, recipe: SamplingRecipe) -> str:
+    """What identifies a leaderboard row's configuration, apart from its seed: the model (name,
+    parameters, checkpoint and its digest, the generator's own facts), the method and its
+    parameters, the training data, the task and its parameters, the sampling recipe, the limit and
+    the precision. Rows with equal identity and different seeds are repeats of one configuration;
+    rows with different identities are never averaged together."""
+    fields = {k: v for k, v in spec.as_dict().items() if k not in ("seed", "sampling_overrides")}
+    return stable_hash({**fields, "recipe": recipe.as_dict()}, length=12)
+
+
 def items_hash(items: list[SampleItem]) -> str:
     return stable_hash([(it.index, it.condition, dict(it.meta)) for it in items])
 

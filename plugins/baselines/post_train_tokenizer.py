@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import torch
 
-from vapi_bench.interfaces import Generator, Method, StageContext
+from vapi_bench.interfaces import Generator, Method, StageContext, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
 from vapi_bench.training import Batch, MetricMeter, autocast
@@ -30,6 +30,8 @@ class PostTrainTokenizer(Method):
         self.params = params
 
     def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
+        for capability in ("tokenizer_decoder", "codebook", "decode_embeddings"):
+            require_capability(generator, capability, "method 'post-train-tokenizer'")
         generator.policy.requires_grad_(False)
 
         def make_step(cfg: dict[str, Any]) -> DecoderStep:

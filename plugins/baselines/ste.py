@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from vapi_bench.interfaces import Generator, Method, StageContext
+from vapi_bench.interfaces import Generator, Method, StageContext, has_capability, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
 from vapi_bench.training import Batch, MetricMeter, autocast
@@ -41,7 +41,10 @@ class StraightThrough(Method):
         self.params = params
 
     def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
-        generator.tokenizer_decoder.requires_grad_(False)
+        for capability in ("codebook", "decode_embeddings"):
+            require_capability(generator, capability, "method 'ste'")
+        if has_capability(generator, "tokenizer_decoder"):  # only the policy trains
+            generator.tokenizer_decoder.requires_grad_(False)
 
         def make_step(cfg: dict[str, Any]) -> SteStep:
             return SteStep(generator, cfg, build_pixel_objective(cfg, ctx.device), ctx.seed)

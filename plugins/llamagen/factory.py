@@ -15,10 +15,10 @@ import torch
 
 from vapi_bench.checkpoints import load_checkpoint_file, load_strict
 from vapi_bench.errors import CheckpointError, UsageError
+from vapi_bench.hashing import file_digest
 from vapi_bench.interfaces import Entry, SamplingRecipe
 from vapi_bench.params import Param
 from vapi_bench.prepare import WeightRequirement
-from vapi_bench.weights import sha256_file
 
 from .generator import PRECISIONS, LlamaGenGenerator
 from .gpt import GPT, GPT_CONFIGS, GPTConfig
@@ -200,8 +200,8 @@ def build_generator(spec: ModelSpec, *, checkpoint: str | None, device: torch.de
         _load_weights(gpt, gpt_path, f"{spec.name} GPT ({gpt_path})", p["prefer_ema"])
         _load_weights(vq, vq_path, f"{spec.name} VQ ({vq_path})", False)
         extra.update(
-            checkpoint=str(gpt_path), checkpoint_sha256=sha256_file(gpt_path),
-            vq_checkpoint=str(vq_path), vq_checkpoint_sha256=sha256_file(vq_path),
+            checkpoint=str(gpt_path), checkpoint_sha256=file_digest(gpt_path),
+            vq_checkpoint=str(vq_path), vq_checkpoint_sha256=file_digest(vq_path),
         )
     text_encoder = None
     if spec.model_type == "t2i":

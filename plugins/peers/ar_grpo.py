@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from vapi_bench.errors import UsageError
-from vapi_bench.interfaces import Condition, Generator, Method, SamplingRecipe, StageContext
+from vapi_bench.interfaces import Condition, Generator, Method, SamplingRecipe, StageContext, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed
 from vapi_bench.store import atomic_write
@@ -37,17 +37,17 @@ from vapi_bench.training import Batch, MetricMeter, autocast
 from vapi_bench.plugins.va_pi.harness import finetune_module
 from vapi_bench.plugins.va_pi.method import swapped_parameters
 from vapi_bench.plugins.va_pi.objective import group_advantages, k3_kl, ppo_clip_loss
-from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, family_param, training_params
+from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, method_family_param, training_params
 
 from .rewards import RewardMix
 
 _T = AR_GRPO_RECIPES
 AR_GRPO_PARAMS: tuple[Param, ...] = training_params(_T) + (
-    family_param("group_size", int, "G: rollouts per prompt", _T),
-    family_param("rollout_cfg", float, "classifier-free guidance scale of the rollouts", _T),
-    family_param("beta", float, "β: weight of the k3 KL to the frozen initial model (0 = no reference model)", _T),
-    family_param("rewards", str, "reward scorers and weights, 'name:w,name:w' (summed with nansum)", _T),
-    family_param("decode_chunk", int, "rollouts decoded and scored per batch", _T),
+    method_family_param("group_size", int, "G: rollouts per prompt", _T),
+    method_family_param("rollout_cfg", float, "classifier-free guidance scale of the rollouts", _T),
+    method_family_param("beta", float, "β: weight of the k3 KL to the frozen initial model (0 = no reference model)", _T),
+    method_family_param("rewards", str, "reward scorers and weights, 'name:w,name:w' (summed with nansum)", _T),
+    method_family_param("decode_chunk", int, "rollouts decoded and scored per batch", _T),
     Param("clip_eps", float, 0.2, "PPO clip range ε (acts only with num_iterations > 1)"),
     Param("adv_eps", float, 1e-4, "added to the group std of the advantage (TRL: 1e-4)"),
     Param("temperature", float, 1.0, "rollout temperature (also divides the update's logits)"),
@@ -72,6 +72,8 @@ class ArGrpo(Method):
     def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
         def make_step(cfg: dict[str, Any]) -> ArGrpoStep:
             _check(cfg, ctx)
+            if cfg["logprob_cfg"] == "guided":
+                require_capability(generator, "null_conditions", "method 'ar-grpo' with logprob_cfg=guided")
             # the KL reference is the policy before any update (cloned before a resume restores)
             reference = [p.detach().clone() for p in generator.policy.parameters()] if cfg["beta"] else None
             rewards = RewardMix(cfg["rewards"], ctx.device, "method 'ar-grpo'")

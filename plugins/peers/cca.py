@@ -24,7 +24,7 @@ import torch
 
 from vapi_bench import distributed
 from vapi_bench.errors import UsageError
-from vapi_bench.interfaces import Condition, Generator, Method, StageContext
+from vapi_bench.interfaces import Condition, Generator, Method, StageContext, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
 from vapi_bench.training import Batch, MetricMeter, autocast
@@ -61,6 +61,8 @@ class Cca(Method):
 
         def make_step(cfg: dict[str, Any]) -> CcaStep:
             _check(cfg, ctx)
+            if cfg["uncond_ratio"] > 0:
+                require_capability(generator, "null_conditions", "method 'cca' (its null rows)")
             reference = [p.detach().clone() for p in generator.policy.parameters()]
             return CcaStep(generator, cfg, ctx.seed, reference)
 

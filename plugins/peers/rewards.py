@@ -2,7 +2,8 @@
 
 AR-GRPO adds its reward functions with weights and `nansum` (reference/peers.md §1.4), so a NaN
 from one scorer counts as 0 rather than poisoning the sum; the same here. Every named scorer must
-be a reward (`higher_is_better`, scoring an image against its condition without a target).
+be a reward (`higher_is_better`, scoring an image, usually against its condition, without a
+reference image); it is called through `Scorer.score`.
 """
 from __future__ import annotations
 
@@ -46,14 +47,14 @@ class RewardMix(nn.Module):
         self.scorers = nn.ModuleList()  # in the order of `terms` (names may hold dots: hpsv2.1)
         for name, _ in self.terms:
             scorer = load_scorer(name)
-            if not getattr(scorer, "higher_is_better", False) or getattr(scorer, "needs_target", True):
-                raise UsageError(f"{where}: scorer {name!r} is a distance to a target image, not a reward "
-                                 "(rewards need higher_is_better and no target).")
+            if not scorer.higher_is_better or scorer.needs_reference:
+                raise UsageError(f"{where}: scorer {name!r} is a distance to a reference image, not a reward "
+                                 "(a reward is higher_is_better and needs no reference).")
             self.scorers.append(scorer.to(device).eval().requires_grad_(False))
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, conditions: Sequence[Condition]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {name: scorer(images, conditions=conditions).float()
+        parts = {name: scorer.score(images, conditions=conditions).float()
                  for (name, _), scorer in zip(self.terms, self.scorers)}
         weighted = torch.stack([weight * parts[name] for name, weight in self.terms])
         return torch.nansum(weighted, dim=0), parts

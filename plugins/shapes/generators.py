@@ -15,7 +15,6 @@ import torch
 from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import Entry, SamplingRecipe
 from vapi_bench.params import Param
-from vapi_bench.weights import sha256_file
 
 from ..llamagen.generator import PRECISIONS, LlamaGenGenerator
 from .zoo_files import FILES, load_gpt, load_vq, read_manifest, word_encoder, zoo_dir_or_default
@@ -71,7 +70,7 @@ def build_shapes_generator(
         "zoo_files": {f: manifest["files"][f]["sha256"] for f in (FILES["vq"], FILES[model.kind])},
     }
     if checkpoint:
-        extra.update(checkpoint=str(checkpoint), checkpoint_sha256=sha256_file(checkpoint))
+        extra["checkpoint"] = str(checkpoint)  # its digest is the core's (runner: checkpoint_sha256)
     text_encoder = word_encoder(manifest) if model.kind == "t2i" else None
     if text_encoder is not None:
         extra["text_encoder"] = text_encoder.describe()["kind"]

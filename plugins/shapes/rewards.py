@@ -42,7 +42,8 @@ class ShapesClassProbability(Scorer):
 
     differentiable = True
     higher_is_better = True
-    needs_target = False
+    needs_reference = False
+    needs_conditions = True
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
@@ -54,8 +55,8 @@ class ShapesClassProbability(Scorer):
         self.net.eval()
         return self
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor | None = None,
-                conditions: Sequence[Condition] | None = None) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, conditions: Sequence[Condition] | None = None,
+                reference: torch.Tensor | None = None) -> torch.Tensor:
         labels = _conditions(conditions, pred.shape[0], int, "shapes-class-prob")
         if any(not 0 <= c < NUM_CLASSES for c in labels):
             raise UsageError(f"shapes-class-prob: class ids must lie in [0, {NUM_CLASSES}), got {labels[:8]}.")
@@ -69,7 +70,8 @@ class ShapesGenEvalReward(Scorer):
 
     differentiable = False
     higher_is_better = True
-    needs_target = False
+    needs_reference = False
+    needs_conditions = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -78,8 +80,8 @@ class ShapesGenEvalReward(Scorer):
         self.task = ShapesGenEvalTask(prompts_per_tag=1)  # only its scorer is used
 
     @torch.no_grad()
-    def forward(self, pred: torch.Tensor, target: torch.Tensor | None = None,
-                conditions: Sequence[Condition] | None = None) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, conditions: Sequence[Condition] | None = None,
+                reference: torch.Tensor | None = None) -> torch.Tensor:
         from .caption_records import record_for_prompt
 
         prompts = _conditions(conditions, pred.shape[0], str, "shapes-geneval")

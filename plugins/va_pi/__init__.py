@@ -4,6 +4,7 @@ from __future__ import annotations
 from vapi_bench import Entry, hookimpl
 
 from .method import VAPI_PARAMS, VaPi
+from .recipes import families
 
 
 @hookimpl
@@ -13,6 +14,12 @@ def register_methods(register) -> None:
         summary="VA-π: teacher-forced group sampling, pixel reward -(MSE + perceptual), PPO-clip + β·CE "
                 "(Liao et al. 2025)",
     ))
+
+
+@hookimpl
+def register_families(register) -> None:
+    for family in families():
+        register(family)
 
 
 @hookimpl

@@ -4,13 +4,18 @@ A parameter whose value is None means "the recipe of the generator's family": th
 and the shipped launch scripts for the real models (reference/vapi.md §2), and a CPU-sized recipe
 for the embedded shapes world. The baselines use the same table so that they get the same data
 and the same budget (images per step × steps) as VA-π.
+
+The table is declared to the core as `vapi_bench.Family` entries (hook `register_families`,
+see `families()`), exactly as a third-party plugin declares its own model's family; a method
+that needs more keys adds them to these dicts.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from vapi_bench.errors import UsageError
-from vapi_bench.interfaces import Generator, StageContext
+from vapi_bench.families import apply_family_defaults
+from vapi_bench.interfaces import Family, Generator, StageContext
 from vapi_bench.params import Param
 
 _C2I = {
@@ -36,17 +41,103 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
     "shapes-t2i": {**_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "xi": 0.5,
                    "perceptual": "shapes-perceptual", "micro_batch": 4, "decode_chunk": 64, "ckpt_every": 20},
 }
-FALLBACK_FAMILY = "llamagen-c2i"
 
-# ---- AR-GRPO (reference/peers.md §1.2: run_c2i_train.sh / run_t2i_train.sh) ----------------------
-# batch_size counts prompts per optimiser step (each gets G rollouts); micro_batch counts prompts
-# per forward. The official rewards (CLIP B/32 and HPS v2.1 cosines ×5 and their quantised
-# copies, MANIQA, three Qwen-VL judges) are approximated by the preference scorers available here.
+
+def families() -> list[Family]:
+    """The table above as registry entries (registered by the `va_pi` plugin)."""
+    return [Family(name, dict(recipe), summary="method defaults (vapi_bench.plugins.va_pi.recipes)")
+            for name, recipe in FAMILY_RECIPES.items()]
+
+
+def _family_note(key: str) -> str:
+    values = ", ".join(f"{fam} {rec[key]!r}" for fam, rec in FAMILY_RECIPES.items())
+    return f"None = family default ({values})"
+
+
+def family_param(name: str, kind: type, help: str) -> Param:
+    """A parameter whose default (None) comes from the generator family's recipe."""
+    return Param(name, kind, None, f"{help}; {_family_note(name)}", from_family=True)
+
+
+#: every key of the table (each one is a family_param of some method)
+FAMILY_KEYS = frozenset(k for recipe in FAMILY_RECIPES.values() for k in recipe)
+
+TRAINING_PARAMS: tuple[Param, ...] = (
+    family_param("lr", float, "AdamW learning rate (constant, no warm-up)"),
+    family_param("weight_decay", float, "AdamW weight decay (never applied to parameters named *norm*)"),
+    Param("betas", tuple, (0.9, 0.999), "AdamW betas"),
+    Param("max_grad_norm", float, 1.0, "clip the global gradient norm to this (0 = no clipping)"),
+    family_param("steps", int, "optimiser steps"),
+    family_param("batch_size", int, "images per optimiser step, over all ranks"),
+    family_param("micro_batch", int, "images per forward/backward pass; accumulation = batch_size / (ranks x micro_batch)"),
+    Param("precision", str, None, "fp32 or bf16 autocast; None = the run's --precision", choices=(None, "fp32", "bf16")),
+    family_param("ckpt_every", int, "save a resumable checkpoint every N steps"),
+    Param("dataset", str, None, "training data (registered dataset name); None = the generator's default dataset"),
+    Param("sharding", str, "ddp", "with several ranks: 'ddp' replicates the trained module and averages gradients; "
+          "'fsdp' shards its parameters, gradients and optimiser state over the ranks (FSDP2), for models that "
+          "do not fit one device", choices=("ddp", "fsdp")),
+)
+
+REWARD_PARAMS: tuple[Param, ...] = (
+    Param("w_mse", float, 1.0, "weight of the pixel MSE term (images in [-1, 1])"),
+    Param("w_perceptual", float, 1.0, "weight of the perceptual term (0 = no perceptual scorer is built)"),
+    family_param("perceptual", str, "perceptual scorer (registered scorer name)"),
+    Param("perceptual_weights", str, None, "the perceptual scorer's network weights (its `weights` parameter: "
+          "local path, or URL / hf:// for LPIPS); None = the scorer's default"),
+    family_param("decode_chunk", int, "images decoded (and scored) per batch"),
+)
+
+
+def resolve(
+    values: Mapping[str, Any], generator: Generator, ctx: StageContext, where: str
+) -> dict[str, Any]:
+    """Fill every family-default None with the family's value (or the run's setting) and check the
+    result makes sense.
+
+    The returned dict is what the run records: every value concrete, plus `recipe` (the family
+    whose defaults were used, or "set explicitly"). A family nobody declared, with a needed key
+    left unset, raises UsageError (vapi_bench.families).
+    """
+    needed = [k for k in values if k in FAMILY_KEYS]
+    out, family = apply_family_defaults(values, needed, generator, where)
+    if "precision" in out and out["precision"] is None:
+        out["precision"] = ctx.precision
+    if "dataset" in out and out["dataset"] is None:
+        out["dataset"] = generator.default_dataset or None
+    out["recipe"] = family or "set explicitly"
+    _check(out, where)
+    return out
+
+
+def _check(values: Mapping[str, Any], where: str) -> None:
+    positive = ("lr", "steps", "batch_size", "micro_batch", "ckpt_every", "decode_chunk", "group_size",
+                "temperature")
+    for name in positive:
+        if name in values and not values[name] > 0:
+            raise UsageError(f"{where}: {name} must be positive, got {values[name]!r}.")
+    if "group_size" in values and values["group_size"] < 2:
+        raise UsageError(f"{where}: group_size must be at least 2 (advantages are normalised within a group).")
+    if "xi" in values and not 0.0 <= values["xi"] <= 1.0:
+        raise UsageError(f"{where}: xi (context noise probability) must be in [0, 1], got {values['xi']}.")
+    if "top_p" in values and not 0.0 < values["top_p"] <= 1.0:
+        raise UsageError(f"{where}: top_p must be in (0, 1], got {values['top_p']}.")
+
+
+# ---- the peer methods' own recipes (`ar-grpo`, `cca`; plugins/peers) ------------------------------
+# Their values differ from VA-π's for the same family (AR-GRPO trains at lr 1e-5, VA-π at 1e-6), so
+# they are per-method tables rather than keys of the shared family defaults above; a parameter
+# declared with `method_family_param` takes its None from the method's table by the generator's
+# family, and a family the table lacks is a clear error naming the keys to --set.
+
+# AR-GRPO (reference/peers.md §1.2: run_c2i_train.sh / run_t2i_train.sh). batch_size counts prompts
+# per optimiser step (each gets G rollouts); micro_batch counts prompts per forward. The official
+# rewards (CLIP B/32 and HPS v2.1 cosines x5 and their quantised copies, MANIQA, three Qwen-VL
+# judges) are approximated by the preference scorers available here.
 _AR_GRPO_C2I = {
     "lr": 1e-5, "weight_decay": 0.0, "group_size": 8, "rollout_cfg": 2.0, "beta": 0.1,
     # 4 classes x 8 completions per step on 4 GPUs (8 completions = 1 prompt per device)
     "batch_size": 4, "micro_batch": 1, "steps": 400, "ckpt_every": 100, "decode_chunk": 8,
-    "rewards": "clip-score:1,hpsv2.1:1",
+    "rewards": "clip-score:5,hpsv2.1:5",
 }
 AR_GRPO_RECIPES: dict[str, dict[str, Any]] = {
     "llamagen-c2i": dict(_AR_GRPO_C2I),
@@ -65,14 +156,11 @@ AR_GRPO_RECIPES: dict[str, dict[str, Any]] = {
                    "rewards": "shapes-geneval:1"},
 }
 
-# ---- CCA (reference/peers.md §2.2: LlamaGen_finetune.py, README) ---------------------------------
-# 256 pairs per step as micro-batches of 2 (8 GPUs x grad-accum 16): the rolled negative is the
-# other pair of the micro-batch. λ per LlamaGen size is in CCA_LAMBDA; text models are an
-# extrapolation (mismatched captions, the model's own null prompt; unverified).
-_CCA_C2I = {
-    "lr": 1e-5, "weight_decay": 0.05, "batch_size": 256, "micro_batch": 2, "steps": 5000,
-    "ckpt_every": 1000, "lam": 1000.0,
-}
+# CCA (reference/peers.md §2.2: LlamaGen_finetune.py, README). 256 pairs per step as micro-batches
+# of 2 (8 GPUs x grad-accum 16): the rolled negative is the other pair of the micro-batch. λ per
+# LlamaGen size is in CCA_LAMBDA; text models are an extrapolation (mismatched captions, the
+# model's own null prompt; unverified).
+_CCA_C2I = {"lr": 1e-5, "weight_decay": 0.05, "batch_size": 256, "micro_batch": 2, "steps": 5000, "ckpt_every": 1000}
 CCA_RECIPES: dict[str, dict[str, Any]] = {
     "llamagen-c2i": dict(_CCA_C2I),
     "llamagen-t2i": dict(_CCA_C2I),
@@ -83,100 +171,50 @@ CCA_RECIPES: dict[str, dict[str, Any]] = {
     "shapes-c2i": {**_CCA_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "ckpt_every": 20},
     "shapes-t2i": {**_CCA_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "ckpt_every": 20},
 }
-#: CCA's λ per LlamaGen size (README: B / L / XL / XXL / 3B), overriding the family's value
+#: CCA's λ per LlamaGen size (README: B / L / XL / XXL / 3B)
 CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llamagen-xl": 1000.0,
                                 "llamagen-xxl": 1000.0, "llamagen-3b": 500.0}
 
 
-def _family_note(key: str, table: Mapping[str, Mapping[str, Any]]) -> str:
-    values = ", ".join(f"{fam} {rec[key]!r}" for fam, rec in table.items())
-    return f"None = family default ({values})"
+def method_family_param(name: str, kind: type, help: str, table: Mapping[str, Mapping[str, Any]]) -> Param:
+    """A parameter whose default (None) comes from a method's own table by the generator's family."""
+    values = ", ".join(f"{fam} {rec[name]!r}" for fam, rec in table.items())
+    return Param(name, kind, None, f"{help}; None = the method's recipe for the family ({values})")
 
 
-def family_param(name: str, kind: type, help: str,
-                 table: Mapping[str, Mapping[str, Any]] = FAMILY_RECIPES) -> Param:
-    """A parameter whose default (None) comes from the generator family's recipe in `table`."""
-    return Param(name, kind, None, f"{help}; {_family_note(name, table)}")
-
-
-def training_params(table: Mapping[str, Mapping[str, Any]] = FAMILY_RECIPES,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> tuple[Param, ...]:
-    """The optimiser / budget / data parameters every fine-tuning method shares, their family
-    defaults taken from `table` (VA-π's by default; AR-GRPO and CCA pass theirs)."""
-    return (
-        family_param("lr", float, "AdamW learning rate (constant, no warm-up)", table),
-        family_param("weight_decay", float, "AdamW weight decay (never applied to parameters named *norm*)", table),
-        Param("betas", tuple, betas, "AdamW betas"),
-        Param("max_grad_norm", float, 1.0, "clip the global gradient norm to this (0 = no clipping)"),
-        family_param("steps", int, "optimiser steps", table),
-        family_param("batch_size", int, "images per optimiser step, over all ranks", table),
-        family_param("micro_batch", int, "images per forward/backward pass; accumulation = batch_size / (ranks x "
-                     "micro_batch)", table),
-        Param("precision", str, None, "fp32 or bf16 autocast; None = the run's --precision", choices=(None, "fp32", "bf16")),
-        family_param("ckpt_every", int, "save a resumable checkpoint every N steps", table),
-        Param("dataset", str, None, "training data (registered dataset name); None = the generator's default dataset"),
-        Param("sharding", str, "ddp", "with several ranks: 'ddp' replicates the trained module and averages gradients; "
-              "'fsdp' shards its parameters, gradients and optimiser state over the ranks (FSDP2), for models that "
-              "do not fit one device", choices=("ddp", "fsdp")),
+def training_params(table: Mapping[str, Mapping[str, Any]], betas: tuple[float, float] = (0.9, 0.999)) -> tuple[Param, ...]:
+    """TRAINING_PARAMS with their defaults taken from a method's own table (see above)."""
+    return tuple(
+        method_family_param(p.name, p.type, p.help.split("; None = family default")[0], table) if p.from_family
+        else (Param("betas", tuple, betas, p.help) if p.name == "betas" else p)
+        for p in TRAINING_PARAMS
     )
 
 
-TRAINING_PARAMS: tuple[Param, ...] = training_params()
-
-REWARD_PARAMS: tuple[Param, ...] = (
-    Param("w_mse", float, 1.0, "weight of the pixel MSE term (images in [-1, 1])"),
-    Param("w_perceptual", float, 1.0, "weight of the perceptual term (0 = no perceptual scorer is built)"),
-    family_param("perceptual", str, "perceptual scorer (registered scorer name)"),
-    Param("perceptual_weights", str, None, "the perceptual scorer's network weights (its `weights` parameter: "
-          "local path, or URL / hf:// for LPIPS); None = the scorer's default"),
-    family_param("decode_chunk", int, "images decoded (and scored) per batch"),
-)
-
-
-def family_key(generator: Generator, table: Mapping[str, Any] = FAMILY_RECIPES) -> str | None:
-    """The recipe key of a generator: its family, or family + '-c2i'/'-t2i' (e.g. 'shapes');
-    None when neither is known."""
+def resolve_with_table(
+    values: Mapping[str, Any], generator: Generator, ctx: StageContext, where: str,
+    table: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """`resolve` for a method with its own table: every None of a key the table holds is filled
+    from the generator's family (or family + '-c2i'/'-t2i'); a family the table lacks raises
+    UsageError naming the keys to set."""
     family = getattr(generator, "family", "") or ""
     suffixed = f"{family}-{'c2i' if generator.conditioning == 'class' else 't2i'}"
-    for key in (family, suffixed):
-        if key in table:
-            return key
-    return None
-
-
-def resolve(
-    values: Mapping[str, Any], generator: Generator, ctx: StageContext, where: str,
-    table: Mapping[str, Mapping[str, Any]] = FAMILY_RECIPES,
-) -> dict[str, Any]:
-    """Fill every None with the family recipe in `table` (or run setting) and check the result.
-
-    The returned dict is what the run records: every value concrete, plus `recipe` (the family
-    whose defaults were used; an unknown family falls back to the paper's C2I recipe, said so).
-    """
-    key = family_key(generator, table)
-    recipe = table[key or FALLBACK_FAMILY]
+    key = next((k for k in (family, suffixed) if k in table), None)
+    keys = {k for recipe in table.values() for k in recipe}
     out = dict(values)
+    missing = [k for k, v in values.items() if v is None and k in keys and (key is None or k not in table[key])]
+    if missing:
+        sets = " ".join(f"--set method.{k}=..." for k in missing)
+        raise UsageError(f"{where}: no recipe for model '{generator.name}' of family '{family or '(none)'}'; set "
+                         f"{sets} (recipes exist for {', '.join(table)}).")
     for name, value in values.items():
-        if value is None and name in recipe:
-            out[name] = recipe[name]
+        if value is None and key is not None and name in table[key]:
+            out[name] = table[key][name]
     if "precision" in out and out["precision"] is None:
         out["precision"] = ctx.precision
     if "dataset" in out and out["dataset"] is None:
         out["dataset"] = generator.default_dataset or None
-    out["recipe"] = key or f"{FALLBACK_FAMILY} (fallback: unknown family {generator.family!r})"
+    out["recipe"] = key or "set explicitly"
     _check(out, where)
     return out
-
-
-def _check(values: Mapping[str, Any], where: str) -> None:
-    positive = ("lr", "steps", "batch_size", "micro_batch", "ckpt_every", "decode_chunk", "group_size",
-                "temperature")
-    for name in positive:
-        if name in values and not values[name] > 0:
-            raise UsageError(f"{where}: {name} must be positive, got {values[name]!r}.")
-    if "group_size" in values and values["group_size"] < 2:
-        raise UsageError(f"{where}: group_size must be at least 2 (advantages are normalised within a group).")
-    if "xi" in values and not 0.0 <= values["xi"] <= 1.0:
-        raise UsageError(f"{where}: xi (context noise probability) must be in [0, 1], got {values['xi']}.")
-    if "top_p" in values and not 0.0 < values["top_p"] <= 1.0:
-        raise UsageError(f"{where}: top_p must be in (0, 1], got {values['top_p']}.")

@@ -1,4 +1,4 @@
-"""GenEval and DrawBench CLIP-score tasks (entry point `geneval`).
+"""GenEval and DrawBench (CLIP score + HPS) tasks (entry point `geneval`).
 
 Modules, each with one job:
 - prompts.py: GenEval's prompt generator (any vocabulary; reproduces the official 553 prompts)
@@ -6,7 +6,7 @@ Modules, each with one job:
 - layout.py: GenEval's sample-folder layout; images.py: reading generated images
 - detectors.py, mask2former.py, mmdet_backend.py: detector backends
 - clip_models.py, colour.py: CLIP loading and GenEval's colour classifier
-- task.py: the `geneval` task; drawbench.py: the `drawbench-clip` task
+- task.py: the `geneval` task; drawbench.py: the `drawbench` task (alias `drawbench-clip`)
 
 Heavy modules are imported only when a task is built, so listing plugins stays fast.
 """
@@ -25,9 +25,9 @@ def _build_geneval(**params: Any) -> Any:
 
 
 def _build_drawbench(**params: Any) -> Any:
-    from .drawbench import DrawBenchClipTask
+    from .drawbench import DrawBenchTask
 
-    return DrawBenchClipTask(**params)
+    return DrawBenchTask(**params)
 
 
 @hookimpl
@@ -45,9 +45,10 @@ def register_tasks(register: Any) -> None:
     )
     register(
         Entry(
-            "drawbench-clip",
+            "drawbench",
             factory=_build_drawbench,
-            summary="DrawBench prompts, CLIP score max(100 cos, 0) with open_clip ViT-L/14 (QuickGELU)",
+            summary="DrawBench prompts: CLIP score max(100 cos, 0) (OpenAI ViT-L/14) and HPS v2.1 (100 cos), side by side",
             params=DRAWBENCH_PARAMS,
+            aliases=("drawbench-clip",),
         )
     )

@@ -1,9 +1,15 @@
-"""The `drawbench-clip` task: CLIP score of generated images on the 200 DrawBench prompts.
+"""The `drawbench` task (alias `drawbench-clip`): DrawBench prompts scored by CLIP score and HPS.
 
-CLIP score follows torchmetrics' `CLIPScore` convention, 100 x cos(image embedding, text
-embedding) clamped at 0, with open_clip ViT-L/14 (QuickGELU, OpenAI weights; torchmetrics'
-default is the same OpenAI ViT-L/14 through transformers). We clamp each image's score and
-average; torchmetrics clamps the average. The two agree whenever no cosine is negative.
+The VA-π paper's DrawBench table reports CLIP score and HPS v2 side by side; `metrics` chooses the
+columns (default both), each computed by the suite's scorer plugin of the same name, so a task's
+metric and a method's reward are one implementation:
+- `clip_score`: torchmetrics' `CLIPScore` convention, 100 x cos(image embedding, text embedding)
+  clamped at 0, with open_clip ViT-L/14 (QuickGELU, OpenAI weights; torchmetrics' default is the
+  same OpenAI ViT-L/14 through transformers). We clamp each image's score and average;
+  torchmetrics clamps the average. The two agree whenever no cosine is negative.
+- `hpsv2.1` (or `hpsv2` with hps_version=v2.0): 100 x the HPS cosine, the HPS benchmark tables'
+  convention (peers.md §3.4); AR-GRPO's DrawBench evaluation uses v2.1, hence the default. The
+  version is in the column name because v2.0 and v2.1 scores are not comparable.
 
 DrawBench (Saharia et al., Imagen, 2022) is published as a Google sheet with columns "Prompts"
 and "Category"; `DRAWBENCH_CSV_URL` is its CSV export, which `vapi-bench prepare` caches.
@@ -16,29 +22,45 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from vapi_bench import __version__
+from vapi_bench import __version__, load_scorer
 from vapi_bench.errors import DataError, UsageError
 from vapi_bench.interfaces import Generator, SampleItem, StageContext, Task, TaskResult, iter_batches
 from vapi_bench.params import Param
 from vapi_bench.prepare import WeightRequirement
+from vapi_bench.registry import get_registry
 from vapi_bench.weights import sha256_file
 
-from .clip_models import DEFAULT_CLIP_ARCH, ClipBundle, clip_requirement, load_clip
-from .images import load_rgb
+from .clip_models import DEFAULT_CLIP_ARCH
+from .images import load_rgb, stack_pixels
 
 DRAWBENCH_CSV_URL = (
     "https://docs.google.com/spreadsheets/d/1y7nAbmR4FREi6npB1u-Bo3GFdwdOPYJc617rBOxIRHY/gviz/tq?tqx=out:csv&sheet=Sheet1"
 )
 
+METRICS = ("clip", "hps")
+HPS_VERSIONS = ("v2.0", "v2.1")
+EVALUATORS = {"clip": "clip-score (torchmetrics convention, open_clip)", "hps": "HPS (100 x cosine, open_clip ViT-H-14)"}
+
 DRAWBENCH_PARAMS: tuple[Param, ...] = (
     Param("prompts_file", str, "", f"DrawBench CSV (columns Prompts, Category); empty = cached copy of {DRAWBENCH_CSV_URL}"),
     Param("images_per_prompt", int, 1, "images generated and scored per prompt"),
+    Param("metrics", str, "clip,hps", "comma-separated columns: clip (clip_score) and/or hps (hpsv2.1 or hpsv2)"),
     Param("clip_arch", str, DEFAULT_CLIP_ARCH, "open_clip architecture"),
     Param("clip_weights", str, "", "CLIP weights: local file, hf://repo/file, URL or 'random'; empty = OpenAI ViT-L/14"),
-    Param("batch_size", int, 16, "images per CLIP forward pass"),
+    Param("hps_version", str, "v2.1", "HPS version (the column is named after it)", choices=HPS_VERSIONS),
+    Param("hps_weights", str, "", "HPS checkpoint: local file, hf://repo/file or URL; empty = the official release"),
+    Param("batch_size", int, 16, "images per scoring forward pass"),
 )
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """The metric names in `text` ("clip,hps"), validated, in the order given, without repeats."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise UsageError(f"drawbench: metrics={text!r} must name one or more of {list(METRICS)}.")
+    return names
 
 
 def prompts_requirement(prompts_file: str = "") -> WeightRequirement:
@@ -77,19 +99,12 @@ def read_drawbench_prompts(path: Path | str) -> list[dict[str, str]]:
     return prompts
 
 
-@torch.no_grad()
-def clip_scores(clip: ClipBundle, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
-    """max(100 * cos(image, text), 0) for each (image, prompt) pair: [len(images)]."""
-    if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} images but {len(prompts)} prompts.")
-    pixels = torch.stack([clip.preprocess(image) for image in images]).to(clip.device)
-    tokens = clip.tokenizer(list(prompts)).to(clip.device)
-    image_features = clip.model.encode_image(pixels, normalize=True).float()
-    text_features = clip.model.encode_text(tokens, normalize=True).float()
-    return (100.0 * (image_features * text_features).sum(dim=-1)).clamp(min=0)
+def clip_score_convention(cosines: torch.Tensor) -> torch.Tensor:
+    """torchmetrics' CLIPScore per image: max(100 * cos, 0)."""
+    return (100.0 * cosines).clamp(min=0)
 
 
-class DrawBenchClipTask(Task):
+class DrawBenchTask(Task):
     conditioning = "text"
 
     def __init__(
@@ -97,23 +112,34 @@ class DrawBenchClipTask(Task):
         *,
         prompts_file: str = "",
         images_per_prompt: int = 1,
+        metrics: str = "clip,hps",
         clip_arch: str = DEFAULT_CLIP_ARCH,
         clip_weights: str = "",
+        hps_version: str = "v2.1",
+        hps_weights: str = "",
         batch_size: int = 16,
     ) -> None:
         if images_per_prompt < 1 or batch_size < 1:
-            raise UsageError("drawbench-clip: images_per_prompt and batch_size must be >= 1.")
+            raise UsageError("drawbench: images_per_prompt and batch_size must be >= 1.")
+        if hps_version not in HPS_VERSIONS:
+            raise UsageError(f"drawbench: hps_version must be one of {list(HPS_VERSIONS)}, got {hps_version!r}.")
         self.prompts_file = prompts_file
         self.images_per_prompt = images_per_prompt
-        self.clip_arch = clip_arch
-        self.clip_weights = clip_weights
+        self.metrics = parse_metrics(metrics)
         self.batch_size = batch_size
+        self.scorer_params = {
+            "clip": ("clip-score", {"arch": clip_arch, "weights": clip_weights}),
+            "hps": ("hpsv2" if hps_version == "v2.0" else "hpsv2.1", {"weights": hps_weights}),
+        }
         self._prompts: list[dict[str, str]] | None = None
 
     def requirements(self) -> list[WeightRequirement]:
-        """Files `vapi-bench prepare` should fetch: the prompt CSV and the CLIP weights."""
-        clip = clip_requirement(self.clip_arch, self.clip_weights)
-        return [prompts_requirement(self.prompts_file)] + ([clip] if clip else [])
+        """Files `vapi-bench prepare` should fetch: the prompt CSV and each chosen scorer's weights."""
+        found = [prompts_requirement(self.prompts_file)]
+        for metric in self.metrics:
+            name, params = self.scorer_params[metric]
+            found += get_registry().get("scorers", name).requirements(**params)
+        return found
 
     def prompts_path(self) -> Path:
         return prompts_requirement(self.prompts_file).resolve()
@@ -125,7 +151,7 @@ class DrawBenchClipTask(Task):
 
     def items(self, generator: Generator, limit: int | None = None) -> list[SampleItem]:
         if generator.conditioning != "text":
-            raise UsageError(f"drawbench-clip needs a text-conditional model; {generator.name} is class-conditional.")
+            raise UsageError(f"drawbench needs a text-conditional model; {generator.name} is class-conditional.")
         items = [
             SampleItem(
                 index=prompt_index * self.images_per_prompt + image_index,
@@ -139,24 +165,36 @@ class DrawBenchClipTask(Task):
 
     def score(self, sample_dir: Path, items: Sequence[SampleItem], ctx: StageContext) -> TaskResult:
         if not items:
-            raise DataError("drawbench-clip: no images to score.")
-        clip = load_clip(self.clip_arch, self.clip_weights, ctx.device)
+            raise DataError("drawbench: no images to score.")
+        scorers = {}
+        for metric in self.metrics:
+            name, params = self.scorer_params[metric]
+            scorers[metric] = (name, load_scorer(name, **params).to(ctx.device).eval())
+        columns = {metric: "clip_score" if metric == "clip" else name for metric, (name, _) in scorers.items()}
         per_sample: list[dict[str, Any]] = []
         for batch in iter_batches(list(items), self.batch_size):
-            images = [Image.fromarray(load_rgb(self.image_path(sample_dir, item))) for item in batch]
-            scores = clip_scores(clip, images, [str(item.condition) for item in batch]).cpu().tolist()
+            pixels = stack_pixels([load_rgb(self.image_path(sample_dir, item)) for item in batch], "drawbench")
+            texts = [str(item.condition) for item in batch]
+            values = {}
+            for metric, (_, scorer) in scorers.items():
+                cosines = scorer.score_pixels(pixels, texts)
+                values[columns[metric]] = (clip_score_convention(cosines) if metric == "clip" else 100.0 * cosines)
             per_sample += [
-                {"index": item.index, "prompt": item.condition, "category": item.meta["category"], "clip_score": score}
-                for item, score in zip(batch, scores)
+                {"index": item.index, "prompt": item.condition, "category": item.meta["category"],
+                 **{column: float(value[row]) for column, value in values.items()}}
+                for row, item in enumerate(batch)
             ]
-        metrics = {"clip_score": float(np.mean([r["clip_score"] for r in per_sample]))}
-        for category in sorted({r["category"] for r in per_sample if r["category"]}):
-            values = [r["clip_score"] for r in per_sample if r["category"] == category]
-            metrics[f"clip_score/{category}"] = float(np.mean(values))
+        metrics: dict[str, float] = {}
+        categories = sorted({r["category"] for r in per_sample if r["category"]})
+        for column in columns.values():
+            metrics[column] = float(np.mean([r[column] for r in per_sample]))
+            for category in categories:
+                metrics[f"{column}/{category}"] = float(np.mean([r[column] for r in per_sample if r["category"] == category]))
         return TaskResult(
             metrics=metrics,
             per_sample=per_sample,
-            evaluator="clip-score (torchmetrics convention, open_clip)",
+            evaluator=" + ".join(EVALUATORS[metric] for metric in self.metrics),
             evaluator_version=f"open_clip; vapi-bench {__version__}",
-            extra={"clip": clip.description, "prompts_sha256": sha256_file(self.prompts_path())},
+            extra={**{columns[m]: s.description for m, (_, s) in scorers.items()},
+                   "prompts_sha256": sha256_file(self.prompts_path())},
         )

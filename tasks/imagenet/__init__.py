@@ -1,4 +1,4 @@
-"""Built-in `imagenet-fid` task (ADM evaluator protocol: FID, sFID, IS, precision, recall)."""
+"""Built-in `imagenet-fid` task (ADM evaluator protocol: FID, sFID, IS, precision, recall; plus FD_DINOv2)."""
 from __future__ import annotations
 
 from vapi_bench import Entry, Param, hookimpl
@@ -23,6 +23,10 @@ PARAMS = (
     Param("export_npz", bool, True, "write samples.npz (ADM format: arr_0 NHWC uint8, arr_1 labels)"),
     Param("clean_fid", bool, False, "also report clean-fid's clean-mode FID as `clean_fid` (a different metric)"),
     Param("clean_fid_inception", str, "", "local clean-fid TorchScript inception-2015-12-05.pt"),
+    Param("fd_dinov2", bool, True, "also report FD on DINOv2 ViT-L/14 features as `fd_dinov2` "
+          "(torch-fidelity's definition, against the reference images)"),
+    Param("dinov2_weights", str, "", "local Hugging Face DINOv2 folder (config.json + model.safetensors) for "
+          "offline use; empty downloads facebook/dinov2-large"),
 )
 
 
@@ -31,6 +35,6 @@ def register_tasks(register):
     register(Entry(
         "imagenet-fid",
         factory=ImageNetFIDTask,
-        summary="ImageNet 256 class-to-image: FID, sFID, IS, precision, recall (ADM evaluator protocol)",
+        summary="ImageNet 256 class-to-image: FID, sFID, IS, precision, recall (ADM evaluator protocol), FD_DINOv2",
         params=PARAMS,
     ))

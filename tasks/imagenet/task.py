@@ -16,8 +16,9 @@ the sFID spatial features; FID and sFID against the reference batch's stored sta
 consecutive 5,000-image splits (mean; std recorded), ADM precision/recall (k=3, pool_3, float16
 distances with float32 fallback) against the reference images. The samples are exported as an
 ADM-format `samples.npz` (arr_0 NHWC uint8, arr_1 labels) in the sample directory so the official
-TF evaluator can be run on them. `clean_fid` (clean-fid's clean mode) is an optional, separately
-named metric.
+TF evaluator can be run on them. `fd_dinov2` (Fréchet distance on DINOv2 ViT-L/14 features against
+the reference images; on by default, `fd_dinov2=false` skips it) and `clean_fid` (clean-fid's clean
+mode; off by default) are separately named metrics computed from the same PNGs.
 """
 from __future__ import annotations
 
@@ -39,10 +40,12 @@ from vapi_bench.metrics import (
     inception_score,
     precision_recall,
 )
+from vapi_bench.metrics.dinov2 import DinoV2Extractor, dinov2_requirements
 from vapi_bench.prepare import WeightRequirement
 
 from .adm_npz import AdmNpzWriter
 from .clean_fid import CLEAN_FID_INCEPTION_URL, clean_mode_fid
+from .fd_dinov2 import frechet_dinov2_distance
 from .reference import ADM_REFERENCE_URL, ReferenceStats, load_reference_stats, validate_reference
 
 PR_NEIGHBOURHOOD = 3
@@ -79,6 +82,8 @@ class ImageNetFIDTask(Task):
         export_npz: bool = True,
         clean_fid: bool = False,
         clean_fid_inception: str = "",
+        fd_dinov2: bool = True,
+        dinov2_weights: str = "",
     ) -> None:
         if n < 2:
             raise UsageError(f"imagenet-fid: n must be at least 2 (FID needs a covariance), got {n}.")
@@ -94,6 +99,8 @@ class ImageNetFIDTask(Task):
         self.export_npz = export_npz
         self.clean_fid = clean_fid
         self.clean_fid_inception = clean_fid_inception or None
+        self.fd_dinov2 = fd_dinov2
+        self.dinov2_weights = dinov2_weights
 
     # ---- what to sample ------------------------------------------------------------------------
     def items(self, generator: Generator, limit: int | None = None) -> list[SampleItem]:
@@ -114,7 +121,9 @@ class ImageNetFIDTask(Task):
     def requirements(self) -> list[WeightRequirement]:
         """Files `vapi-bench prepare` should fetch for this task."""
         reqs = [self._inception, self._reference]
-        return reqs + [self._clean_inception] if self.clean_fid else reqs
+        if self.clean_fid:
+            reqs.append(self._clean_inception)
+        return reqs + (dinov2_requirements(self.dinov2_weights) if self.fd_dinov2 else [])
 
     @property
     def _inception(self) -> WeightRequirement:
@@ -159,6 +168,14 @@ class ImageNetFIDTask(Task):
         ref = load_reference_stats(reference, extractor, weights, self.batch_size)
 
         metrics, notes = self._adm_metrics(fake, ref, ctx)
+        dinov2_sha256 = None
+        if self.fd_dinov2 and "arr_0" not in keys:
+            notes.append("fd_dinov2 skipped: the reference has no images (arr_0)")
+        elif self.fd_dinov2:
+            config, weights_file = (req.resolve() for req in dinov2_requirements(self.dinov2_weights))
+            metrics["fd_dinov2"] = frechet_dinov2_distance(self._png_batches(paths), reference, DinoV2Extractor(
+                config.parent, device=ctx.device), weights_file, self.batch_size)
+            dinov2_sha256 = file_digest(weights_file)
         if self.clean_fid:
             metrics["clean_fid"] = clean_mode_fid(
                 self._png_batches(paths), reference, self._clean_inception.resolve(), self.batch_size, ctx.device
@@ -176,6 +193,7 @@ class ImageNetFIDTask(Task):
             "reference": {"source": self.reference, "sha256": file_digest(reference),
                           "stats": ref.stats_source, "images": None if ref.pool is None else len(ref.pool)},
             "inception_sha256": file_digest(weights),
+            "dinov2_sha256": dinov2_sha256,
             "npz": str(npz_path) if writer is not None else None,
             "notes": notes,
         }
