@@ -143,6 +143,16 @@ def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
     return tensor
 
 
+def all_gather_list(items: list[T]) -> list[T]:
+    """Every rank's list concatenated in rank order (the list itself when not distributed), e.g.
+    the conditions of a whole global batch from each rank's contiguous share."""
+    if not current().is_distributed:
+        return list(items)
+    gathered: list[list[T] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in (part or [])]
+
+
 def on_main(fn: Callable[[], T]) -> T | None:
     """Run fn on rank 0 only, then wait for it on every rank (rank-0-only writes)."""
     result = fn() if current().is_main else None

@@ -70,7 +70,7 @@ class MissingCapability(UsageError):
 
 
 #: optional generator members: a method that needs one says so through `require_capability`
-OPTIONAL_CAPABILITIES = ("decode_embeddings", "codebook", "tokenizer_decoder")
+OPTIONAL_CAPABILITIES = ("decode_embeddings", "codebook", "tokenizer_decoder", "null_conditions")
 
 
 def has_capability(generator: "Generator", capability: str) -> bool:
@@ -156,6 +156,14 @@ class Generator(ABC):
 
         The result is opaque to the core; it is passed back to `teacher_forced_logits`.
         """
+
+    def null_conditions(self, cond: Any, rows: torch.Tensor | None = None) -> Any:
+        """Optional. `cond` (from prepare_conditions) with `rows` (a bool mask [B]; None = every
+        row) replaced by the model's null condition, the one classifier-free guidance and condition
+        dropout use. Methods that need the unconditional branch call it (ar-grpo's guided
+        log-probs, cca's null rows)."""
+        raise _missing(self, "null_conditions", "a method that runs the unconditional branch (e.g. cca, "
+                       "ar-grpo with logprob_cfg=guided)")
 
     # ---- the policy ------------------------------------------------------------------------
     @property

@@ -171,6 +171,14 @@ class JanusProGenerator(Generator):
     def prepare_conditions(self, conds: Sequence[Condition]) -> JanusPrompts:
         return tokenize_prompts(self.tokenizer, conds, self.special).to(self.device)
 
+    def null_conditions(self, cond: JanusPrompts, rows: torch.Tensor | None = None) -> JanusPrompts:
+        """Janus's CFG null prompt (BOS and <begin_of_image> kept, the text padded, the mask
+        unchanged: the pads are attended, as in Janus inference) in the selected rows."""
+        null_ids = cond.unconditional_ids()
+        if rows is not None:
+            null_ids = torch.where(rows.to(null_ids.device, torch.bool)[:, None], null_ids, cond.input_ids)
+        return JanusPrompts(null_ids, cond.attention_mask, cond.special)
+
     @property
     def policy(self) -> nn.Module:
         return self._policy

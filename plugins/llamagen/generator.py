@@ -128,6 +128,21 @@ class LlamaGenGenerator(Generator):
         dtype = self._gpt.tok_embeddings.weight.dtype
         return features.to(self.device, dtype), mask.to(self.device, torch.bool)
 
+    def null_conditions(self, cond: Any, rows: torch.Tensor | None = None) -> Any:
+        """The null class (c2i) or `uncond_embedding` with the row's own mask (t2i), as LlamaGen's
+        sampler and its condition dropout build them, in the selected rows."""
+        try:
+            null = self._gpt.null_condition(cond)
+        except ValueError as exc:
+            raise UsageError(f"{self.name}: {exc}") from None
+        if rows is None:
+            return null
+        rows = rows.to(self.device, torch.bool)
+        if self.conditioning == "class":
+            return torch.where(rows, null, cond)
+        (features, mask), (null_features, _) = cond, null
+        return torch.where(rows[:, None, None], null_features, features), mask
+
     # ---- policy ------------------------------------------------------------------------------
     @property
     def policy(self) -> GPT:

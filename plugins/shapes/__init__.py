@@ -1,9 +1,10 @@
 """The shapes world (entry point `shapes`): procedural data, the model zoo and its generators.
 
 Registers the generators `shapes-c2i` / `shapes-t2i` (tiny LlamaGen models from the zoo), the
-datasets `shapes-c2i` / `shapes-captions`, the scorer `shapes-perceptual`, and the `vapi-bench zoo`
-command group. Modules are imported inside the hooks, so importing the package stays cheap and a
-broken dependency surfaces as a skipped plugin with its reason.
+datasets `shapes-c2i` / `shapes-captions`, the scorers `shapes-perceptual`, `shapes-class-prob` and
+`shapes-geneval` (the last two are verifiable rewards), and the `vapi-bench zoo` command group.
+Modules are imported inside the hooks, so importing the package stays cheap and a broken
+dependency surfaces as a skipped plugin with its reason.
 """
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ def register_datasets(register: Any) -> None:
 @hookimpl
 def register_scorers(register: Any) -> None:
     from .perceptual import register_scorers_impl
+    from .rewards import reward_entries
 
     register_scorers_impl(register)
+    for entry in reward_entries():
+        register(entry)
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import Generator, StageContext
 from vapi_bench.training import StepFn, TrainConfig, build_adamw, train, training_dataset
 
-from .recipes import resolve
+from .recipes import resolve, resolve_with_table
 
 RESUMABLE_CHANGES = ("steps", "ckpt_every")  # may differ between a checkpoint and its resumption
 
@@ -30,12 +30,17 @@ def finetune_module(
     module_name: str,
     module: nn.Module,
     make_step: Callable[[dict[str, Any]], StepFn],
+    recipes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train `module` (all its parameters) with the step function `make_step(resolved_params)`.
+    """Train `module` (all its parameters) with the step function `make_step(resolved_params)`,
+    None parameters filled from the generator's family defaults, or from the method's own table
+    `recipes` when given (the peer methods').
 
     Returns the engine's summary plus the resolved parameters (what the run records).
     """
-    cfg = resolve(params, generator, ctx, where=f"method '{method}'")
+    where = f"method '{method}'"
+    cfg = resolve(params, generator, ctx, where) if recipes is None else \
+        resolve_with_table(params, generator, ctx, where, recipes)
     data = training_dataset(dataset, cfg["dataset"], generator.image_size)
     module.requires_grad_(True)
     step_fn = make_step(cfg)

@@ -58,7 +58,7 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 def compare(
     model: str = typer.Option("shapes-c2i", "--model", "-m"),
     task: str = typer.Option("shapes-fid", "--task", "-t"),
-    methods: str = typer.Option("none,va-pi,sft,post-train-tokenizer,ste", "--methods"),
+    methods: str = typer.Option("none,va-pi,sft,post-train-tokenizer,ste,ar-grpo,cca", "--methods"),
     seeds: str = typer.Option("0,1,2", "--seeds"),
     curve_steps: str = typer.Option("", "--curve-steps", help="e.g. 15,30,45: extra runs at these step budgets"),
     curve_metric: str = typer.Option("fid", "--curve-metric"),

@@ -121,3 +121,100 @@ def _check(values: Mapping[str, Any], where: str) -> None:
         raise UsageError(f"{where}: xi (context noise probability) must be in [0, 1], got {values['xi']}.")
     if "top_p" in values and not 0.0 < values["top_p"] <= 1.0:
         raise UsageError(f"{where}: top_p must be in (0, 1], got {values['top_p']}.")
+
+
+# ---- the peer methods' own recipes (`ar-grpo`, `cca`; plugins/peers) ------------------------------
+# Their values differ from VA-π's for the same family (AR-GRPO trains at lr 1e-5, VA-π at 1e-6), so
+# they are per-method tables rather than keys of the shared family defaults above; a parameter
+# declared with `method_family_param` takes its None from the method's table by the generator's
+# family, and a family the table lacks is a clear error naming the keys to --set.
+
+# AR-GRPO (reference/peers.md §1.2: run_c2i_train.sh / run_t2i_train.sh). batch_size counts prompts
+# per optimiser step (each gets G rollouts); micro_batch counts prompts per forward. The official
+# rewards (CLIP B/32 and HPS v2.1 cosines x5 and their quantised copies, MANIQA, three Qwen-VL
+# judges) are approximated by the preference scorers available here.
+_AR_GRPO_C2I = {
+    "lr": 1e-5, "weight_decay": 0.0, "group_size": 8, "rollout_cfg": 2.0, "beta": 0.1,
+    # 4 classes x 8 completions per step on 4 GPUs (8 completions = 1 prompt per device)
+    "batch_size": 4, "micro_batch": 1, "steps": 400, "ckpt_every": 100, "decode_chunk": 8,
+    "rewards": "clip-score:5,hpsv2.1:5",
+}
+AR_GRPO_RECIPES: dict[str, dict[str, Any]] = {
+    "llamagen-c2i": dict(_AR_GRPO_C2I),
+    # 8 captions x 8 completions per step (16 completions = 2 prompts per device), β 1, 600 steps
+    "llamagen-t2i": {**_AR_GRPO_C2I, "rollout_cfg": 4.0, "beta": 1.0, "batch_size": 8, "micro_batch": 2,
+                     "steps": 600},
+    # AR-GRPO has no Janus recipe: the T2I one, rollouts at Janus's own inference CFG 5 (unverified)
+    "janus-pro": {**_AR_GRPO_C2I, "rollout_cfg": 5.0, "beta": 1.0, "batch_size": 8, "micro_batch": 2,
+                  "steps": 600},
+    # shapes: the other shapes methods' budget (60 steps x 16 prompts, G = 8) and learning rate
+    # (6e-5; see CCA below for why not the official 10x ratio to pre-training); verifiable rewards
+    "shapes-c2i": {**_AR_GRPO_C2I, "lr": 6e-5, "batch_size": 16, "micro_batch": 4, "steps": 60,
+                   "ckpt_every": 20, "decode_chunk": 64, "rewards": "shapes-class-prob:1"},
+    "shapes-t2i": {**_AR_GRPO_C2I, "lr": 6e-5, "rollout_cfg": 4.0, "beta": 1.0, "batch_size": 16,
+                   "micro_batch": 4, "steps": 60, "ckpt_every": 20, "decode_chunk": 64,
+                   "rewards": "shapes-geneval:1"},
+}
+
+# CCA (reference/peers.md §2.2: LlamaGen_finetune.py, README). 256 pairs per step as micro-batches
+# of 2 (8 GPUs x grad-accum 16): the rolled negative is the other pair of the micro-batch. λ per
+# LlamaGen size is in CCA_LAMBDA; text models are an extrapolation (mismatched captions, the
+# model's own null prompt; unverified).
+_CCA_C2I = {"lr": 1e-5, "weight_decay": 0.05, "batch_size": 256, "micro_batch": 2, "steps": 5000, "ckpt_every": 1000}
+CCA_RECIPES: dict[str, dict[str, Any]] = {
+    "llamagen-c2i": dict(_CCA_C2I),
+    "llamagen-t2i": dict(_CCA_C2I),
+    "janus-pro": dict(_CCA_C2I),
+    # shapes: 60 steps x 16 pairs and lr 6e-5, as the other shapes methods. The official ratio to
+    # pre-training (1e-5 / 1e-4) would give 6e-4 for the zoo's 6e-3: there CCA collapsed in a
+    # seed-0 smoke (Δ⁺ ≈ -250 nats per image, no-CFG class accuracy 0.89 -> 0.20)
+    "shapes-c2i": {**_CCA_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "ckpt_every": 20},
+    "shapes-t2i": {**_CCA_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "ckpt_every": 20},
+}
+#: CCA's λ per LlamaGen size (README: B / L / XL / XXL / 3B)
+CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llamagen-xl": 1000.0,
+                                "llamagen-xxl": 1000.0, "llamagen-3b": 500.0}
+
+
+def method_family_param(name: str, kind: type, help: str, table: Mapping[str, Mapping[str, Any]]) -> Param:
+    """A parameter whose default (None) comes from a method's own table by the generator's family."""
+    values = ", ".join(f"{fam} {rec[name]!r}" for fam, rec in table.items())
+    return Param(name, kind, None, f"{help}; None = the method's recipe for the family ({values})")
+
+
+def training_params(table: Mapping[str, Mapping[str, Any]], betas: tuple[float, float] = (0.9, 0.999)) -> tuple[Param, ...]:
+    """TRAINING_PARAMS with their defaults taken from a method's own table (see above)."""
+    return tuple(
+        method_family_param(p.name, p.type, p.help.split("; None = family default")[0], table) if p.from_family
+        else (Param("betas", tuple, betas, p.help) if p.name == "betas" else p)
+        for p in TRAINING_PARAMS
+    )
+
+
+def resolve_with_table(
+    values: Mapping[str, Any], generator: Generator, ctx: StageContext, where: str,
+    table: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """`resolve` for a method with its own table: every None of a key the table holds is filled
+    from the generator's family (or family + '-c2i'/'-t2i'); a family the table lacks raises
+    UsageError naming the keys to set."""
+    family = getattr(generator, "family", "") or ""
+    suffixed = f"{family}-{'c2i' if generator.conditioning == 'class' else 't2i'}"
+    key = next((k for k in (family, suffixed) if k in table), None)
+    keys = {k for recipe in table.values() for k in recipe}
+    out = dict(values)
+    missing = [k for k, v in values.items() if v is None and k in keys and (key is None or k not in table[key])]
+    if missing:
+        sets = " ".join(f"--set method.{k}=..." for k in missing)
+        raise UsageError(f"{where}: no recipe for model '{generator.name}' of family '{family or '(none)'}'; set "
+                         f"{sets} (recipes exist for {', '.join(table)}).")
+    for name, value in values.items():
+        if value is None and key is not None and name in table[key]:
+            out[name] = table[key][name]
+    if "precision" in out and out["precision"] is None:
+        out["precision"] = ctx.precision
+    if "dataset" in out and out["dataset"] is None:
+        out["dataset"] = generator.default_dataset or None
+    out["recipe"] = key or "set explicitly"
+    _check(out, where)
+    return out

@@ -1,0 +1,19 @@
+"""Peer methods the paper and its strongest competitors compare against (entry point `peers`):
+`ar-grpo` (online GRPO with free-running rollouts, Yuan et al. 2025) and `cca` (Condition
+Contrastive Alignment, Chen et al. 2025). Facts and file:line sources: reference/peers.md."""
+from __future__ import annotations
+
+from vapi_bench import Entry, hookimpl
+
+
+@hookimpl
+def register_methods(register) -> None:
+    from .ar_grpo import AR_GRPO_PARAMS, ArGrpo
+    from .cca import CCA_PARAMS, Cca
+
+    register(Entry("ar-grpo", factory=ArGrpo, params=AR_GRPO_PARAMS,
+                   summary="AR-GRPO: G guided free-running rollouts per prompt, reward scorers, group advantages, "
+                           "token-mean PPO-clip + β·k3 KL to the initial model (Yuan et al. 2025)"))
+    register(Entry("cca", factory=Cca, params=CCA_PARAMS,
+                   summary="CCA: contrast matched vs mismatched conditions against the initial model, for "
+                           "guidance-free sampling (Chen et al. 2025)"))

@@ -1,0 +1,145 @@
+"""`cca`: Condition Contrastive Alignment (Chen et al., ICLR 2025; reference/peers.md §2).
+
+A guidance-free method: it fine-tunes the policy so that sampling WITHOUT classifier-free guidance
+behaves like guided sampling, by contrasting each data pair (x, c) with a mismatched condition c⁻
+against a frozen copy of the initial model. No sampler is used in training: each step encodes its
+images with the frozen tokenizer and runs the policy and the reference teacher-forced on
+[x; x] with [c; c⁻]. Evaluate it without CFG (the `no-cfg` leaderboard row).
+
+- c⁻ rolls the conditions by one within each micro-batch (official; its micro-batch is 2 pairs),
+  or over the whole global batch with `negatives=global`; text models roll captions;
+- a random `uncond_ratio` of rows (drawn per image from (seed, step, position), so ranks do not
+  matter) take the null condition in both c and c⁻ and count as positives;
+- the update runs in eval mode by default: the official code keeps dropout (0.1) on in policy and
+  reference but switches condition dropout off, and this contract's train mode turns both on, which
+  would null random rows of c and c⁻; `model_mode=train` runs train mode anyway;
+- AdamW (0.9, 0.95), weight decay 0.05 on all but the *norm* parameters (official: on >= 2-D
+  parameters; the same set for LlamaGen, whose only 1-D weights are its norms), lr 1e-5, clip 1.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from vapi_bench import distributed
+from vapi_bench.errors import UsageError
+from vapi_bench.interfaces import Condition, Generator, Method, StageContext, require_capability
+from vapi_bench.params import Param
+from vapi_bench.seeding import derive_seed, torch_generator
+from vapi_bench.training import Batch, MetricMeter, autocast
+from vapi_bench.plugins.va_pi.harness import finetune_module
+from vapi_bench.plugins.va_pi.method import swapped_parameters
+from vapi_bench.plugins.va_pi.recipes import CCA_LAMBDA, CCA_RECIPES, training_params
+
+from .cca_objective import cca_loss, rolled, sequence_logprob
+
+DEFAULT_LAMBDA = 1000.0
+
+CCA_PARAMS: tuple[Param, ...] = training_params(CCA_RECIPES, betas=(0.9, 0.95)) + (
+    Param("beta", float, 0.02, "β: scale of the log-likelihood ratios inside the sigmoid"),
+    Param("lam", float, None, "λ: weight of the negative term (the loss is divided by max(λ, 1)); None = by "
+          "model: " + ", ".join(f"{k} {v:g}" for k, v in CCA_LAMBDA.items()) + f", others {DEFAULT_LAMBDA:g}"),
+    Param("uncond_ratio", float, 0.1, "fraction of rows given the null condition in both c and c⁻ (as positives)"),
+    Param("negatives", str, "micro-batch", "roll conditions within each micro-batch (official) or over the "
+          "global batch", choices=("micro-batch", "global")),
+    Param("model_mode", str, "eval", "'eval': no dropout, no condition dropout; 'train': the model's train mode "
+          "(dropout AND its own condition dropout)", choices=("eval", "train")),
+)
+
+
+class Cca(Method):
+    """CCA through the generator contract (needs `null_conditions` when uncond_ratio > 0)."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
+        params = dict(self.params)
+        if params.get("lam") is None:
+            params["lam"] = CCA_LAMBDA.get(generator.name, DEFAULT_LAMBDA)
+
+        def make_step(cfg: dict[str, Any]) -> CcaStep:
+            _check(cfg, ctx)
+            if cfg["uncond_ratio"] > 0:
+                require_capability(generator, "null_conditions", "method 'cca' (its null rows)")
+            reference = [p.detach().clone() for p in generator.policy.parameters()]
+            return CcaStep(generator, cfg, ctx.seed, reference)
+
+        return finetune_module("cca", params, generator, dataset, ctx, module_name="policy",
+                               module=generator.policy, make_step=make_step, recipes=CCA_RECIPES)
+
+
+def _check(cfg: dict[str, Any], ctx: StageContext) -> None:
+    where = "method 'cca'"
+    if not 0.0 <= cfg["uncond_ratio"] < 1.0:
+        raise UsageError(f"{where}: uncond_ratio must be in [0, 1), got {cfg['uncond_ratio']}.")
+    if cfg["beta"] <= 0 or cfg["lam"] < 0:
+        raise UsageError(f"{where}: beta must be > 0 and lam >= 0, got beta={cfg['beta']}, lam={cfg['lam']}.")
+    if cfg["sharding"] == "fsdp" and ctx.world_size > 1:
+        raise UsageError(f"{where}: needs sharding=ddp (its frozen reference swaps plain tensors into the policy, "
+                         "which FSDP shards).")
+
+
+class CcaStep:
+    """The step function handed to the training engine (see vapi_bench.training.StepFn)."""
+
+    def __init__(self, generator: Generator, cfg: dict[str, Any], seed: int, reference: list[torch.Tensor]) -> None:
+        self.gen, self.cfg, self.seed, self.reference = generator, cfg, seed, reference
+
+    def negatives(self, batch: Batch) -> list[Condition]:
+        """c⁻ of this rank's rows: rolled within each micro-batch, or over the global batch."""
+        conds, m = batch.conditions, self.cfg["micro_batch"]
+        if self.cfg["negatives"] == "micro-batch":
+            return [c for start in range(0, len(conds), m) for c in rolled(conds[start:start + m])]
+        everyone = distributed.all_gather_list(list(conds))  # rank order = global position order
+        return [everyone[(pos + 1) % len(everyone)] for pos in batch.positions]
+
+    def null_rows(self, batch: Batch) -> torch.Tensor:
+        """Bool [b]: rows whose c and c⁻ become the null condition, drawn per global position."""
+        draws = [torch.rand(1, generator=torch_generator(derive_seed(self.seed, pos, f"cca-null-step{batch.step}")))
+                 for pos in batch.positions]
+        return torch.cat(draws) < self.cfg["uncond_ratio"]
+
+    def pair_logprobs(self, tokens: torch.Tensor, conds: Sequence[Condition], negs: Sequence[Condition],
+                      null: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sequence log-likelihoods of x under c and under c⁻ (one forward over [c; c⁻]).
+
+        A null row is nulled from its own condition on both sides, so that c and c⁻ are the very
+        same input there (a text null condition keeps its caption's mask, as LlamaGen's does)."""
+        gen = self.gen
+        negs = [c if drop else neg for c, neg, drop in zip(conds, negs, null.tolist())]
+        cond = gen.prepare_conditions(list(conds) + negs)
+        if bool(null.any()):
+            cond = gen.null_conditions(cond, torch.cat([null, null]))
+        both = torch.cat([tokens, tokens])
+        with autocast(tokens.device, self.cfg["precision"]):
+            logits = gen.teacher_forced_logits(both, cond)
+        return sequence_logprob(logits, both).chunk(2)
+
+    def micro_loss(self, tokens: torch.Tensor, conds: Sequence[Condition], negs: Sequence[Condition],
+                   null: torch.Tensor, meter: MetricMeter) -> torch.Tensor:
+        cfg = self.cfg
+        with torch.no_grad(), swapped_parameters(self.gen.policy, self.reference):
+            ref_pos, ref_neg = self.pair_logprobs(tokens, conds, negs, null)
+        pol_pos, pol_neg = self.pair_logprobs(tokens, conds, negs, null)
+        delta_pos, delta_neg = pol_pos - ref_pos, pol_neg - ref_neg
+        same = torch.tensor([a == b for a, b in zip(conds, negs)], dtype=torch.bool, device=tokens.device)
+        loss = cca_loss(delta_pos, delta_neg, null.to(tokens.device) | same, cfg["beta"], cfg["lam"])
+        meter.add("cca_loss", loss)
+        meter.add("acc", (delta_pos > delta_neg).float().mean())
+        meter.add("margin", (delta_pos - delta_neg).detach().mean())
+        meter.add("delta_pos", delta_pos.detach().mean())
+        meter.add("delta_neg", delta_neg.detach().mean())
+        return loss
+
+    def __call__(self, batch: Batch, meter: MetricMeter) -> Iterator[torch.Tensor]:
+        tokens = self.gen.encode(batch.images).long()
+        negs, null = self.negatives(batch), self.null_rows(batch)
+        meter.add("null_frac", null.float().mean())
+        self.gen.policy.train(self.cfg["model_mode"] == "train")
+        size, m = len(batch), self.cfg["micro_batch"]
+        for start in range(0, size, m):
+            rows = slice(start, min(start + m, size))
+            loss = self.micro_loss(tokens[rows], batch.conditions[rows], negs[rows], null[rows], meter)
+            yield loss * ((rows.stop - rows.start) / size)

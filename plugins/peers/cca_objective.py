@@ -1,0 +1,45 @@
+"""CCA's loss and its negatives as pure functions (reference/peers.md §2.1, LlamaGen_finetune.py:226-296).
+
+Per pair (image tokens x, condition c): c⁻ is a mismatched condition (the neighbour's, by a roll);
+a random `uncond_ratio` of rows get the null condition in both c and c⁻ and, like rows whose
+rolled condition happens to equal their own, count their "negative" as a positive.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from vapi_bench.interfaces import Condition
+
+
+def rolled(conditions: Sequence[Condition], shift: int = -1) -> list[Condition]:
+    """torch.roll(c, shifts=-1) on a list: row i gets row i+1's condition (the last gets the first)."""
+    items = list(conditions)
+    if not items:
+        return items
+    shift %= len(items)
+    return items[-shift:] + items[:-shift] if shift else items
+
+
+def sequence_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Σ_t log softmax(logits[:, t])[tokens[:, t]] per row [R], fp32, temperature 1."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, tokens[..., None]).squeeze(-1).sum(dim=-1)
+
+
+def cca_loss(
+    delta_pos: torch.Tensor, delta_neg: torch.Tensor, pos_as_neg: torch.Tensor, beta: float, lam: float
+) -> torch.Tensor:
+    """[−mean logσ(βΔ⁺) − mean(w · logσ(sβΔ⁻))] / max(λ, 1), with w = 1, s = +1 where the negative
+    counts as a positive (null rows, or c⁻ == c), else w = λ, s = −1.
+
+    Δ± = log π_θ(x|c±) − log π_ref(x|c±), sequence sums. This is the official `loss_type="CCA"`
+    with `uncond_ratio > 0` (the paper's −logσ(βΔ⁺) − λ·logσ(−βΔ⁻), divided by λ).
+    """
+    weight = torch.where(pos_as_neg, torch.ones_like(delta_neg), torch.full_like(delta_neg, lam))
+    sign = torch.where(pos_as_neg, torch.ones_like(delta_neg), -torch.ones_like(delta_neg))
+    positive = -F.logsigmoid(beta * delta_pos).mean()
+    negative = -(weight * F.logsigmoid(sign * beta * delta_neg)).mean()
+    return (positive + negative) / max(lam, 1.0)
