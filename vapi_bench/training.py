@@ -11,10 +11,13 @@ everything else the same way for all of them:
   so the step counter *is* the full RNG state, and resuming replays exactly;
 - gradient accumulation over the micro-batches, an all-reduce of gradients over ranks, global
   grad-norm clipping, the optimiser step;
-- a NaN/inf loss or gradient norm stops training with TrainingDiverged, keeping the last good
-  checkpoint untouched;
+- a NaN/inf loss, logits or gradient norm stops training with TrainingDiverged, keeping the last
+  good checkpoint: weights that are not finite are never written, and a checkpoint whose very next
+  step diverged (finite but exploded weights) is set aside as `<name>.diverged` and the one before
+  it restored, so resuming starts from weights that trained;
 - atomic checkpoints (modules, optimiser, next step, a fingerprint of the hyper-parameters)
-  every `ckpt_every` steps and at the end, written by rank 0.
+  every `ckpt_every` steps and at the end, written by rank 0; the previous one is kept until a
+  step from the new one has succeeded.
 """
 from __future__ import annotations
 
@@ -185,10 +188,16 @@ class TrainConfig:
 
 
 class Checkpointer:
-    """Atomic save/restore of modules + optimiser + next step under one file."""
+    """Atomic save/restore of modules + optimiser + next step under one file.
+
+    Saving keeps the previous checkpoint as `<name>.prev` until `confirm()` (a later step trained
+    from the new one without diverging); `roll_back()` sets an unconfirmed checkpoint aside.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.previous = self.path.with_name(self.path.name + ".prev")
+        self.unconfirmed = False
 
     def save(self, next_step: int, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
              fingerprint: Mapping[str, Any]) -> None:
@@ -198,11 +207,41 @@ class Checkpointer:
             "optimizer": _optimizer_state(modules, optimizer),
             "fingerprint": dict(fingerprint),
         }
-        distributed.on_main(lambda: atomic_write(self.path, lambda tmp: torch.save(state, tmp)))
+
+        def write() -> None:
+            if self.path.exists():
+                self.path.replace(self.previous)
+            atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+
+        distributed.on_main(write)
+        self.unconfirmed = True
+
+    def confirm(self) -> None:
+        """A step trained from the latest checkpoint without diverging: the previous one can go."""
+        if self.unconfirmed:
+            distributed.on_main(lambda: self.previous.unlink(missing_ok=True))
+            self.unconfirmed = False
+
+    def roll_back(self) -> None:
+        """The step right after the latest checkpoint diverged: set it aside, restore the previous."""
+        if not self.unconfirmed:
+            return
+
+        def swap() -> None:
+            if self.path.exists():
+                self.path.replace(self.path.with_name(self.path.name + ".diverged"))
+            if self.previous.exists():
+                self.previous.replace(self.path)
+
+        distributed.on_main(swap)
+        self.unconfirmed = False
 
     def restore(self, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
                 fingerprint: Mapping[str, Any], device: torch.device) -> int:
         """Load the checkpoint if there is one; return the step to continue from (0 if none)."""
+        if not self.path.exists() and self.previous.exists():  # killed between the two renames of save()
+            distributed.on_main(lambda: self.previous.replace(self.path))
+            distributed.barrier()
         if not self.path.exists():
             return 0
         try:
@@ -331,7 +370,9 @@ def train(
         meter = MetricMeter()
         loss_total, finite = _accumulate(step_fn, batch, meter, config.seed, info.rank, ctx.device)
         if distributed.all_reduce_min(torch.tensor([1.0 if finite else 0.0])).item() < 1.0:
-            raise _diverged(step, "loss", checkpointer, start)
+            checkpointer.roll_back()
+            raise _diverged(step, "loss (or the logits)", checkpointer, start)
+        checkpointer.confirm()
         if step == start and all(p.grad is None for p in params):
             raise UsageError(f"{progress_label}: no gradient reached the trained module's parameters; the step's "
                              "losses do not depend on them (with sharding=fsdp: the generator computes them through "
@@ -345,6 +386,8 @@ def train(
             raise _diverged(step, "gradient norm", checkpointer, start)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if not _all_finite(params):
+            raise _diverged(step, "updated weights", checkpointer, start)
         meter.add("loss", loss_total)
         elapsed = time.perf_counter() - tick
         last = {**meter.reduced(), "step": step + 1, "grad_norm": grad_norm,
@@ -359,24 +402,40 @@ def train(
             "final": last, "checkpoint": str(checkpointer.path)}
 
 
+def _all_finite(params: Sequence[torch.Tensor]) -> bool:
+    """One device sync for all parameters (a sharded one checks its local shard)."""
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in params]
+    ok = torch.stack([torch.isfinite(p.detach()).all() for p in local]).all().float().cpu()
+    return distributed.all_reduce_min(ok.reshape(1)).item() == 1.0
+
+
 def _accumulate(step_fn: StepFn, batch: Batch, meter: MetricMeter, seed: int, rank: int,
                 device: torch.device) -> tuple[float, bool]:
-    """Back-propagate every micro-batch loss; return (sum of losses, all finite)."""
+    """Back-propagate every micro-batch loss; return (sum of losses, all finite).
+
+    Logits that are NaN/inf make a method's token sampling fail (torch.multinomial); that counts as
+    a non-finite loss, so every rank stops with the same "diverged" message instead of a traceback.
+    """
     total, finite = 0.0, True
     with _step_rng(seed, batch.step, rank, device):
-        for loss in step_fn(batch, meter):
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                finite = False
-                continue
-            total += value
-            loss.backward()
+        try:
+            for loss in step_fn(batch, meter):
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    finite = False
+                    continue
+                total += value
+                loss.backward()
+        except RuntimeError as exc:
+            if "probability tensor contains" not in str(exc):
+                raise
+            finite = False
     return total, finite
 
 
 def _diverged(step: int, what: str, checkpointer: Checkpointer, start: int) -> TrainingDiverged:
     kept = (f"The last good checkpoint {checkpointer.path} is kept; resuming restarts from it."
-            if checkpointer.path.exists() else "No checkpoint had been written yet.")
+            if checkpointer.path.exists() else "No good checkpoint had been written yet; resuming starts over.")
     return TrainingDiverged(
         f"Training diverged at step {step + 1}: the {what} is NaN or infinite (run started at step "
         f"{start}). {kept} Lower the learning rate or use fp32 precision."
