@@ -311,17 +311,17 @@ def main(argv: list[str] | None = None) -> None:
         command = typer.main.get_command(build_app())
         code = command.main(args=argv, prog_name="vapi-bench", standalone_mode=False)
     except Interrupted as exc:
-        console.print(f"[bold yellow]interrupted:[/bold yellow] {exc}", highlight=False)
+        console.print(f"[bold yellow]interrupted:[/bold yellow] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except VapiError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except OSError as exc:  # a failure of the machine, not of the code: name the path, say what to do
         if debug:
             raise
-        console.print(f"[bold red]error:[/bold red] {_os_error_message(exc)}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {_os_error_message(exc)}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
     except typer.Abort:
         _say_interrupted()
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _say_interrupted() -> None:
     console.print("[bold yellow]interrupted:[/bold yellow] stopped before any stage started; nothing to resume.",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 def _os_error_message(exc: OSError) -> str:
