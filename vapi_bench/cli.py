@@ -339,8 +339,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _say_interrupted() -> None:
-    console.print("[bold yellow]interrupted:[/bold yellow] stopped before any stage started; nothing to resume.",
-                  highlight=False, soft_wrap=True)
+    console.print("[bold yellow]interrupted:[/bold yellow] stopped; every finished stage is cached in the runs folder, "
+                  "so running the same command again goes on from there.", highlight=False, soft_wrap=True)
 
 
 def _os_error_message(exc: OSError) -> str:

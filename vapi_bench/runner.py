@@ -273,7 +273,7 @@ class Runner:
                        spec: RunSpec, sdir: Path, progress: Any) -> bool:
         marker = sdir / "samples.json"
         if marker.exists() and not self._forced("sample"):
-            broken = broken_images(task, items, sdir) if self.rank == 0 else []
+            broken = broken_images(task, items, sdir)  # every rank: they must agree on regenerating
             if not broken:
                 self._say(f"sample: reusing {sdir}")
                 return True
@@ -281,9 +281,10 @@ class Runner:
                 raise UsageError(f"{len(broken)} image(s) in {sdir} are unreadable (first: {broken[0]}); run "
                                  "`vapi-bench sample` (or `run`) with the same options to regenerate them.")
             self._say(f"sample: regenerating {len(broken)} unreadable image(s) in {sdir} (first: {broken[0]})")
-            for path in broken:
-                path.unlink(missing_ok=True)
-            marker.unlink()
+            if self.rank == 0:
+                for path in broken:
+                    path.unlink(missing_ok=True)
+                marker.unlink(missing_ok=True)
         if "sample" not in self.req.stages:
             raise UsageError(f"No samples for this spec yet ({sdir}); run `vapi-bench sample` first.")
         if self.rank == 0:
@@ -446,7 +447,10 @@ def _remedy(exc: OSError) -> str:
 def _check_finite_weights(generator: Generator, checkpoint: str | None) -> None:
     """A checkpoint holding NaN/inf weights can only produce garbage: refuse it up front."""
     modules = [generator.policy]
-    decoder = getattr(generator, "tokenizer_decoder", None)
+    try:
+        decoder = generator.tokenizer_decoder
+    except (AttributeError, NotImplementedError):
+        decoder = None
     if isinstance(decoder, torch.nn.Module):
         modules.append(decoder)
     for module in modules:

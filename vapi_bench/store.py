@@ -39,7 +39,12 @@ def atomic_write(path: Path | str, writer: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        writer(tmp_path)
+        try:
+            writer(tmp_path)
+        except OSError as exc:
+            if exc.filename is None:  # a full disk raised inside a library's write: name the file
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+            raise
         os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, path)
     finally:

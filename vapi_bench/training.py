@@ -11,13 +11,11 @@ everything else the same way for all of them:
   so the step counter *is* the full RNG state, and resuming replays exactly;
 - gradient accumulation over the micro-batches, an all-reduce of gradients over ranks, global
   grad-norm clipping, the optimiser step;
-- a NaN/inf loss, logits or gradient norm stops training with TrainingDiverged, keeping the last
-  good checkpoint: weights that are not finite are never written, and a checkpoint whose very next
-  step diverged (finite but exploded weights) is set aside as `<name>.diverged` and the one before
-  it restored, so resuming starts from weights that trained;
+- a NaN/inf loss, logits (a method's token sampling refusing them) or gradient norm, or weights
+  that an update made non-finite, stop training with TrainingDiverged, keeping the last
+  checkpoint; weights that are not finite are never written;
 - atomic checkpoints (modules, optimiser, next step, a fingerprint of the hyper-parameters)
-  every `ckpt_every` steps and at the end, written by rank 0; the previous one is kept until a
-  step from the new one has succeeded.
+  every `ckpt_every` steps and at the end, written by rank 0.
 """
 from __future__ import annotations
 
@@ -188,16 +186,10 @@ class TrainConfig:
 
 
 class Checkpointer:
-    """Atomic save/restore of modules + optimiser + next step under one file.
-
-    Saving keeps the previous checkpoint as `<name>.prev` until `confirm()` (a later step trained
-    from the new one without diverging); `roll_back()` sets an unconfirmed checkpoint aside.
-    """
+    """Atomic save/restore of modules + optimiser + next step under one file."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.previous = self.path.with_name(self.path.name + ".prev")
-        self.unconfirmed = False
 
     def save(self, next_step: int, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
              fingerprint: Mapping[str, Any]) -> None:
@@ -207,41 +199,11 @@ class Checkpointer:
             "optimizer": _optimizer_state(modules, optimizer),
             "fingerprint": dict(fingerprint),
         }
-
-        def write() -> None:
-            if self.path.exists():
-                self.path.replace(self.previous)
-            atomic_write(self.path, lambda tmp: torch.save(state, tmp))
-
-        distributed.on_main(write)
-        self.unconfirmed = True
-
-    def confirm(self) -> None:
-        """A step trained from the latest checkpoint without diverging: the previous one can go."""
-        if self.unconfirmed:
-            distributed.on_main(lambda: self.previous.unlink(missing_ok=True))
-            self.unconfirmed = False
-
-    def roll_back(self) -> None:
-        """The step right after the latest checkpoint diverged: set it aside, restore the previous."""
-        if not self.unconfirmed:
-            return
-
-        def swap() -> None:
-            if self.path.exists():
-                self.path.replace(self.path.with_name(self.path.name + ".diverged"))
-            if self.previous.exists():
-                self.previous.replace(self.path)
-
-        distributed.on_main(swap)
-        self.unconfirmed = False
+        distributed.on_main(lambda: atomic_write(self.path, lambda tmp: torch.save(state, tmp)))
 
     def restore(self, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
                 fingerprint: Mapping[str, Any], device: torch.device) -> int:
         """Load the checkpoint if there is one; return the step to continue from (0 if none)."""
-        if not self.path.exists() and self.previous.exists():  # killed between the two renames of save()
-            distributed.on_main(lambda: self.previous.replace(self.path))
-            distributed.barrier()
         if not self.path.exists():
             return 0
         try:
@@ -370,9 +332,7 @@ def train(
         meter = MetricMeter()
         loss_total, finite = _accumulate(step_fn, batch, meter, config.seed, info.rank, ctx.device)
         if distributed.all_reduce_min(torch.tensor([1.0 if finite else 0.0])).item() < 1.0:
-            checkpointer.roll_back()
             raise _diverged(step, "loss (or the logits)", checkpointer, start)
-        checkpointer.confirm()
         if step == start and all(p.grad is None for p in params):
             raise UsageError(f"{progress_label}: no gradient reached the trained module's parameters; the step's "
                              "losses do not depend on them (with sharding=fsdp: the generator computes them through "
@@ -435,10 +395,11 @@ def _accumulate(step_fn: StepFn, batch: Batch, meter: MetricMeter, seed: int, ra
 
 def _diverged(step: int, what: str, checkpointer: Checkpointer, start: int) -> TrainingDiverged:
     kept = (f"The last good checkpoint {checkpointer.path} is kept; resuming restarts from it."
-            if checkpointer.path.exists() else "No good checkpoint had been written yet; resuming starts over.")
+            if checkpointer.path.exists() else "No checkpoint had been written yet.")
     return TrainingDiverged(
         f"Training diverged at step {step + 1}: the {what} is NaN or infinite (run started at step "
-        f"{start}). {kept} Lower the learning rate or use fp32 precision."
+        f"{start}). {kept} The same settings replay the same steps: lower the learning rate (or use fp32 "
+        "precision) and fine-tune again."
     )
 
 
