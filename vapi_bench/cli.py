@@ -33,12 +33,15 @@ SetOpt = typer.Option([], "--set", help="key=value parameter override (repeatabl
 RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="where run directories and stage caches live")
 ResultsDirOpt = typer.Option(
     None, "--results-dir",
-    help="where leaderboard CSVs are written [default: <runs-dir>/results, your own; the committed evidence in "
-         "results/ is written only when asked: --results-dir results]")
+    help="where leaderboard CSVs are written (default: <runs-dir>/results, your own; the committed evidence in "
+         "results/ is written only when asked: --results-dir results)")
 ShowResultsDirOpt = typer.Option(
     Path("runs/results"), "--results-dir",
     help="the folder of leaderboard CSVs to show (`run` writes to <runs-dir>/results; `--results-dir results` "
          "shows the committed evidence)")
+BatchSizeOpt = typer.Option(
+    None, "--batch-size",
+    help="images per sampling batch; does not change results (default: the generator's choice, else 16)")
 PrecisionOpt = typer.Option(
     "auto", "--precision",
     help="auto | fp32 | bf16 (autocast); auto = bf16 on CUDA with bf16 and on CPUs with native bf16 "
@@ -119,7 +122,7 @@ def run(
     limit: Optional[int] = typer.Option(None, "--limit", help="cap the number of samples/steps (smoke runs)"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
     precision: str = PrecisionOpt,
-    batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
+    batch_size: Optional[int] = BatchSizeOpt,
     force: bool = typer.Option(False, "--force", help="recompute every stage"),
     no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to the leaderboard"),
     offline: bool = typer.Option(False, "--offline", help="never touch the network (missing files are named)"),
@@ -168,7 +171,7 @@ def _stage_command(stage: str, doc: str) -> None:
         limit: Optional[int] = typer.Option(None, "--limit"),
         device: str = typer.Option("cpu", "--device"),
         precision: str = PrecisionOpt,
-        batch_size: int = typer.Option(16, "--batch-size"),
+        batch_size: Optional[int] = BatchSizeOpt,
         force: bool = typer.Option(False, "--force", help=f"redo the {stage} stage (the others are reused)"),
     ) -> None:
         rows = _execute([_request(model=model, method=method, task=task, set_=set_, checkpoint=checkpoint,

@@ -42,6 +42,8 @@ from .sampling import broken_images, rank_and_world, sample_records, sample_to_d
 from .spec import SAMPLING_PARAMS, RunSpec, apply_overrides, sample_key, score_key
 
 STAGES = ("finetune", "sample", "score")
+#: images per sampling batch when neither --batch-size nor the generator (`sample_batch_size`) says
+DEFAULT_SAMPLE_BATCH = 16
 
 
 @dataclass
@@ -59,7 +61,7 @@ class RunRequest:
     limit: int | None = None
     device: str = "cpu"
     force: bool = False
-    batch_size: int = 16
+    batch_size: int | None = None  # None: the generator's `sample_batch_size`, else DEFAULT_SAMPLE_BATCH
     precision: str = "auto"
     stages: tuple[str, ...] = STAGES
     leaderboard: bool = True
@@ -93,7 +95,7 @@ def check_ranges(req: RunRequest, sampling: dict[str, Any]) -> None:
     """Reject values outside their range before anything is computed or cached under them."""
     if req.limit is not None and req.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {req.limit}.")
-    if req.batch_size < 1:
+    if req.batch_size is not None and req.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {req.batch_size}.")
     for name, (ok, words) in SAMPLING_RANGES.items():
         value = sampling.get(name)
@@ -303,7 +305,8 @@ class Runner:
             advance(progress, bar, n, rate=f"{done[0] / max(time.time() - t0, 1e-9):.1f} img/s")
 
         try:
-            sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=self.req.batch_size,
+            batch_size = self.req.batch_size or getattr(generator, "sample_batch_size", DEFAULT_SAMPLE_BATCH)
+            sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=batch_size,
                           rank=self.rank, world=self.world, on_batch=on_batch)
         except KeyboardInterrupt:
             kept = sum(task.image_path(sdir, it).exists() for it in items)

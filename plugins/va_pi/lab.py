@@ -17,7 +17,7 @@ from vapi_bench.leaderboard import append_rows
 from vapi_bench.progress import console
 from vapi_bench.runner import RunRequest, Runner, default_results_dir
 
-RESULTS_HELP = "where the rows and curves go [default: <runs-dir>/results; the committed evidence: --results-dir results]"
+RESULTS_HELP = "where the rows and curves go (default: <runs-dir>/results; the committed evidence: --results-dir results)"
 
 lab_app = typer.Typer(help="Paper experiments: method comparison with curves, and ablations.", no_args_is_help=True)
 
