@@ -348,18 +348,11 @@ def _say_interrupted() -> None:
 
 def _os_error_message(exc: OSError) -> str:
     """One sentence for an OSError: what failed on which path, and what to do."""
-    import errno
+    from .store import os_error_remedy
 
     path = exc.filename or "a file"
     what = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        todo = "free some disk space (or pass another --runs-dir)"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        todo = "make it writable (or pass another --runs-dir / --results-dir)"
-    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
-        todo = "a file stands where a folder is needed; move it or pass another path"
-    else:
-        todo = "check the path"
+    todo = os_error_remedy(exc)
     return (f"{what}: {path}. {todo[0].upper() + todo[1:]}, then run the same command again: finished stages are "
             "cached under the runs folder and reused.")
 

@@ -398,8 +398,8 @@ class Runner:
         except OSError as exc:
             raise StorageError(
                 f"Cannot write the leaderboard {path} ({exc.strerror or exc}). The results are kept in "
-                f"{run_dir / 'run.json'} and every stage is cached: fix that ({_remedy(exc)}) or pass another "
-                "--results-dir, then run the same command again (it only re-appends the rows)."
+                f"{run_dir / 'run.json'} and every stage is cached: fix that ({store.os_error_remedy(exc)}), "
+                "then run the same command again (it only re-appends the rows)."
             ) from None
 
     def _row(self, spec: RunSpec, recipe: SamplingRecipe, record: dict[str, Any], ft_summary: dict[str, Any],
@@ -417,8 +417,8 @@ class Runner:
     def _write_run(self, run_dir: Path, spec: RunSpec, run_id: str, walls: dict[str, float], t_start: float,
                    keys: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         record = {
-            "run_id": run_id, "spec": spec.as_dict(), "precision": {"requested": self.req.precision,
-                                                                   "resolved": self.precision}, "stage_keys": keys, "wall_seconds": walls,
+            "run_id": run_id, "spec": spec.as_dict(), "stage_keys": keys, "wall_seconds": walls,
+            "precision": {"requested": self.req.precision, "resolved": self.precision},
             "total_seconds": time.time() - t_start, "versions": environment_versions(),
             "plugins": self.registry.plugins, "git_commit": git_commit(), "host": socket.gethostname(),
             "platform": platform.platform(), "device": str(self.device),
@@ -434,17 +434,6 @@ class Runner:
             from .progress import console
 
             console.print(f"[dim]{text}[/dim]")
-
-
-def _remedy(exc: OSError) -> str:
-    """What to do about a failed write, in a few words."""
-    import errno
-
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "free some disk space"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "make the folder writable"
-    return "check the path"
 
 
 def _check_finite_weights(generator: Generator, checkpoint: str | None) -> None:

@@ -6,6 +6,7 @@ leaves the previous version intact. Leaderboard rows are appended under a file l
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -18,6 +19,17 @@ from filelock import FileLock, Timeout
 
 
 TEMP_SUFFIX = ".tmp"
+
+
+def os_error_remedy(exc: OSError) -> str:
+    """What a user can do about a failed read or write, in a few words (for one-line errors)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some disk space (or pass another --runs-dir)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make it writable (or pass another --runs-dir / --results-dir)"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return "a file stands where a folder is needed (or the reverse); move it or pass another path"
+    return "check the path"
 
 
 def _file_mode() -> int:
