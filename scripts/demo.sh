@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/vapi-bench run --set task.n=1000 "$@"
+exec .venv/bin/vapi-bench run "$@"  # the no-option run is the demo: vapi-bench run == this

@@ -12,13 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VB=.venv/bin/vapi-bench
+R="--results-dir results"  # the committed evidence; a plain run writes to runs/results instead
 METHODS=none,va-pi,sft,post-train-tokenizer,ste
-$VB lab compare -m shapes-c2i -t shapes-fid --methods "$METHODS" --seeds 0,1,2 --set task.n=1000
-$VB lab compare -m shapes-t2i -t shapes-geneval --methods "$METHODS" --seeds 0,1,2 --curve-metric overall
-$VB lab compare -m shapes-c2i -t shapes-fid --methods none,va-pi,sft --seeds 0 --curve-steps 15,30,45 --set task.n=1000
-$VB lab ablate reward -m shapes-c2i -t shapes-fid --seeds 0 --set task.n=1000
-$VB lab ablate beta -m shapes-c2i -t shapes-fid --seeds 0 --set task.n=1000
-$VB lab ablate xi -m shapes-t2i -t shapes-geneval --seeds 0
+$VB lab compare $R -m shapes-c2i -t shapes-fid --methods "$METHODS" --seeds 0,1,2 --set task.n=1000
+$VB lab compare $R -m shapes-t2i -t shapes-geneval --methods "$METHODS" --seeds 0,1,2 --curve-metric overall
+$VB lab compare $R -m shapes-c2i -t shapes-fid --methods none,va-pi,sft --seeds 0 --curve-steps 15,30,45 --set task.n=1000
+$VB lab ablate $R reward -m shapes-c2i -t shapes-fid --seeds 0 --set task.n=1000
+$VB lab ablate $R beta -m shapes-c2i -t shapes-fid --seeds 0 --set task.n=1000
+$VB lab ablate $R xi -m shapes-t2i -t shapes-geneval --seeds 0
 # the same budget in steps with 4x the images per step (results/batch64/)
 $VB run -m shapes-c2i -a va-pi -a sft -t shapes-fid --seed 0 --set task.n=1000 --set method.batch_size=64 \
   --set method.micro_batch=8 --results-dir results/batch64
@@ -32,5 +33,5 @@ $VB run -m shapes-c2i --checkpoint runs/weak-base/c2i-500.safetensors -a none -a
 .venv/bin/python scripts/shapes_fid_floor.py --n 1000
 .venv/bin/python scripts/vapi_gradient_signal.py -m shapes-c2i --batches 16,64,256
 .venv/bin/python scripts/shapes_policy_drift.py
-$VB leaderboard -t shapes-fid -f md
-$VB leaderboard -t shapes-geneval -f md
+$VB leaderboard $R -t shapes-fid -f md
+$VB leaderboard $R -t shapes-geneval -f md

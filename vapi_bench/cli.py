@@ -1,7 +1,8 @@
 """The `vapi-bench` command line (Typer + rich).
 
 User errors (VapiError, bad options) print one or two plain sentences and exit non-zero (2 for
-bad names/options); `--debug` (or VAPI_BENCH_DEBUG=1) shows the traceback instead.
+bad names/options, 130 for Ctrl-C); so do OS failures (a read-only folder, a full disk), naming the
+path. `--debug` (or VAPI_BENCH_DEBUG=1) shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import UsageError, VapiError
+from .errors import Interrupted, UsageError, VapiError
 from .params import parse_set_options
 from .progress import console, out
 
@@ -31,7 +32,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 SetOpt = typer.Option([], "--set", help="key=value parameter override (repeatable); `method.key=` to target one plugin")
 RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="where run directories and stage caches live")
-ResultsDirOpt = typer.Option(Path("results"), "--results-dir", help="where leaderboard CSVs are written")
+ResultsDirOpt = typer.Option(
+    None, "--results-dir",
+    help="where leaderboard CSVs are written (default: <runs-dir>/results, your own; the committed evidence in "
+         "results/ is written only when asked: --results-dir results)")
+ShowResultsDirOpt = typer.Option(
+    Path("runs/results"), "--results-dir",
+    help="the folder of leaderboard CSVs to show (`run` writes to <runs-dir>/results; `--results-dir results` "
+         "shows the committed evidence)")
+BatchSizeOpt = typer.Option(
+    None, "--batch-size",
+    help="images per sampling batch; does not change results (default: the generator's choice, else 16)")
+PrecisionOpt = typer.Option(
+    "auto", "--precision",
+    help="auto | fp32 | bf16 (autocast); auto = bf16 on CUDA with bf16 and on CPUs with native bf16 "
+         "(AVX512-BF16 / AMX), fp32 elsewhere")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or notes (also off when stdout is not a terminal)")
 
 
@@ -105,13 +120,13 @@ def run(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="local path, URL or hf://repo/file"),
     seed: list[int] = typer.Option([0], "--seed", help="global seed(s), repeatable"),
     runs_dir: Path = RunsDirOpt,
-    results_dir: Path = ResultsDirOpt,
+    results_dir: Optional[Path] = ResultsDirOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="cap the number of samples/steps (smoke runs)"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 (autocast)"),
-    batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
+    precision: str = PrecisionOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
     force: bool = typer.Option(False, "--force", help="recompute every stage"),
-    no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to results/"),
+    no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to the leaderboard"),
     offline: bool = typer.Option(False, "--offline", help="never touch the network (missing files are named)"),
     quiet: bool = QuietOpt,
 ) -> None:
@@ -137,8 +152,8 @@ def finetune(
     runs_dir: Path = RunsDirOpt,
     limit: Optional[int] = typer.Option(None, "--limit"),
     device: str = typer.Option("cpu", "--device"),
-    precision: str = typer.Option("fp32", "--precision"),
-    force: bool = typer.Option(False, "--force"),
+    precision: str = PrecisionOpt,
+    force: bool = typer.Option(False, "--force", help="fine-tune again from scratch"),
     quiet: bool = QuietOpt,
 ) -> None:
     """Run only the fine-tuning stage (cached by its hash)."""
@@ -156,16 +171,17 @@ def _stage_command(stage: str, doc: str) -> None:
         checkpoint: Optional[str] = typer.Option(None, "--checkpoint"),
         seed: int = typer.Option(0, "--seed"),
         runs_dir: Path = RunsDirOpt,
-        results_dir: Path = ResultsDirOpt,
+        results_dir: Optional[Path] = ResultsDirOpt,
         limit: Optional[int] = typer.Option(None, "--limit"),
         device: str = typer.Option("cpu", "--device"),
-        batch_size: int = typer.Option(16, "--batch-size"),
-        force: bool = typer.Option(False, "--force"),
+        precision: str = PrecisionOpt,
+        batch_size: Optional[int] = BatchSizeOpt,
+        force: bool = typer.Option(False, "--force", help=f"redo the {stage} stage (the others are reused)"),
         quiet: bool = QuietOpt,
     ) -> None:
         rows = _execute([_request(model=model, method=method, task=task, set_=set_, checkpoint=checkpoint,
                                   seed=seed, runs_dir=runs_dir, results_dir=results_dir, limit=limit,
-                                  device=device, batch_size=batch_size, force=force,
+                                  device=device, batch_size=batch_size, force=force, precision=precision,
                                   stages=("sample",) if stage == "sample" else ("score",),
                                   leaderboard=stage == "score", quiet=quiet)])
         _print_rows(rows)
@@ -182,14 +198,17 @@ _stage_command("score", "Run only the scoring stage on cached samples; appends t
 def leaderboard(
     task: Optional[str] = typer.Option(None, "--task", "-t"),
     fmt: str = typer.Option("table", "--format", "-f", help="table | csv | md | json"),
-    results_dir: Path = ResultsDirOpt,
+    results_dir: Path = ShowResultsDirOpt,
     raw: bool = typer.Option(False, "--raw", help="every row instead of mean ± std over seeds"),
 ) -> None:
     """Show a task's leaderboard (mean ± std over seeds by default)."""
     from . import leaderboard as lb
+    from .registry import get_registry
 
     if fmt not in {"table", "csv", "md", "json"}:
         raise UsageError(f"--format must be table, csv, md or json, not '{fmt}'.")
+    if task:
+        lb.check_task_name(results_dir, task, get_registry().names("tasks"))
     df = lb.load(results_dir, task)
     if df.empty:
         raise VapiError(f"No leaderboard rows in {results_dir}" + (f" for task '{task}'." if task else "."))
@@ -212,7 +231,7 @@ def leaderboard(
 def report(
     task: list[str] = typer.Option([], "--task", "-t", help="task(s) to report (default: every task in results/)"),
     out: Path = typer.Option(Path("reports"), "--out", help="where the pages are written"),
-    results_dir: Path = ResultsDirOpt,
+    results_dir: Optional[Path] = ResultsDirOpt,
     runs_dir: Path = RunsDirOpt,
     fmt: str = typer.Option("html", "--format", "-f", help="html | md"),
     collect: bool = typer.Option(False, "--collect", help="first copy samples, training logs and provenance from "
@@ -222,7 +241,9 @@ def report(
     """Build a static page per task: leaderboard, side-by-side samples, training curves, provenance."""
     from . import leaderboard as lb
     from . import report as rp
+    from .runner import default_results_dir
 
+    results_dir = results_dir or default_results_dir(runs_dir)
     tasks = task or rp.tasks_on_board(results_dir)
     if not tasks:
         raise VapiError(f"No leaderboard CSVs in {results_dir}; run `vapi-bench run` first.")
@@ -305,19 +326,45 @@ def build_app() -> typer.Typer:
     return app
 
 
+def use_the_cores() -> None:
+    """At least min(2, usable cores) torch threads unless OMP_NUM_THREADS says otherwise.
+
+    torch counts physical cores and can settle on one thread (a container's CPU quota, one core
+    with two hyper-threads); the embedded default's matrix work splits well over two.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    wanted = max(torch.get_num_threads(), min(2, usable))
+    if wanted != torch.get_num_threads():
+        torch.set_num_threads(wanted)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    use_the_cores()
     debug = "--debug" in argv or os.environ.get("VAPI_BENCH_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
     try:
         command = typer.main.get_command(build_app())
-        command.main(args=argv, prog_name="vapi-bench", standalone_mode=False)
+        code = command.main(args=argv, prog_name="vapi-bench", standalone_mode=False)
+    except Interrupted as exc:
+        console.print(f"[bold yellow]interrupted:[/bold yellow] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
     except VapiError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
+    except OSError as exc:  # a failure of the machine, not of the code: name the path, say what to do
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/bold red] {_os_error_message(exc)}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
     except typer.Abort:
+        _say_interrupted()
         raise SystemExit(130) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
@@ -326,6 +373,25 @@ def main(argv: list[str] | None = None) -> None:
             raise
         exc.show()
         raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    if code == 130:  # click turned a Ctrl-C outside any stage into its return value
+        _say_interrupted()
+        raise SystemExit(130)
+
+
+def _say_interrupted() -> None:
+    console.print("[bold yellow]interrupted:[/bold yellow] stopped; every finished stage is cached in the runs folder, "
+                  "so running the same command again goes on from there.", highlight=False, soft_wrap=True)
+
+
+def _os_error_message(exc: OSError) -> str:
+    """One sentence for an OSError: what failed on which path, and what to do."""
+    from .store import os_error_remedy
+
+    path = exc.filename or "a file"
+    what = exc.strerror or str(exc)
+    todo = os_error_remedy(exc)
+    return (f"{what}: {path}. {todo[0].upper() + todo[1:]}, then run the same command again: finished stages are "
+            "cached under the runs folder and reused.")
 
 
 if __name__ == "__main__":

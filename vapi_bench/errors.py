@@ -31,3 +31,13 @@ class TrainingDiverged(VapiError):
 
 class OfflineError(VapiError):
     """A file would have to be downloaded while --offline (or VAPI_BENCH_OFFLINE=1) is set."""
+
+
+class Interrupted(VapiError):
+    """Ctrl-C stopped a stage; the message says what was kept and how to resume."""
+
+    exit_code = 130
+
+
+class StorageError(VapiError):
+    """A file could not be written or read (permissions, disk full, a file where a folder should be)."""

@@ -9,6 +9,7 @@ the same seed and configuration counts once.
 """
 from __future__ import annotations
 
+import difflib
 import io
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,6 +17,7 @@ from typing import Any, Iterable
 import pandas as pd
 from filelock import FileLock
 
+from .errors import DataError, UsageError
 from .store import atomic_write_text
 
 #: columns shown first, in this order; every other column (the metrics) follows
@@ -41,6 +43,30 @@ def leaderboard_path(results_dir: Path, task: str) -> Path:
     return Path(results_dir) / f"leaderboard-{task}.csv"
 
 
+def read_board(path: Path) -> pd.DataFrame:
+    """One leaderboard CSV; a file that is not a readable CSV raises DataError naming it."""
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"The leaderboard {path} is not a readable CSV ({first}). Repair it (or move it "
+                        "aside) and try again; each run's rows are also kept in its runs/<run-id>/run.json.") from None
+    except OSError as exc:
+        raise DataError(f"Cannot read the leaderboard {path} ({exc.strerror or exc}).") from None
+
+
+def check_task_name(results_dir: Path, task: str, known: list[str]) -> None:
+    """An unknown task name (neither a registered task nor a board in results_dir) is a UsageError
+    with the nearest names, as every other unknown name is."""
+    boards = [p.name[len("leaderboard-"):-len(".csv")] for p in Path(results_dir).glob("leaderboard-*.csv")]
+    names = sorted(set(known) | set(boards))
+    if task in names:
+        return
+    near = difflib.get_close_matches(task, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(near)}?" if near else ""
+    raise UsageError(f"Unknown task '{task}'.{hint} Known tasks: {', '.join(names) or 'none'}.")
+
+
 def _ordered(columns: Iterable[str]) -> list[str]:
     cols = list(dict.fromkeys(columns))
     metrics = [c for c in cols if c not in LEAD_COLUMNS and c not in TAIL_COLUMNS]
@@ -61,7 +87,7 @@ def append_rows(path: Path, rows: list[dict[str, Any]],
     with FileLock(str(path) + ".lock", timeout=120):
         frames = []
         if path.exists() and path.stat().st_size > 0:
-            frames.append(pd.read_csv(path))
+            frames.append(read_board(path))
         frames.append(pd.DataFrame(rows))
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         key = [c for c in identity if c in df.columns]
@@ -74,7 +100,7 @@ def append_rows(path: Path, rows: list[dict[str, Any]],
 def load(results_dir: Path, task: str | None = None) -> pd.DataFrame:
     """All rows of one task (or of every task) as a DataFrame."""
     files = [leaderboard_path(results_dir, task)] if task else sorted(Path(results_dir).glob("leaderboard-*.csv"))
-    frames = [pd.read_csv(f) for f in files if f.exists() and f.stat().st_size > 0]
+    frames = [read_board(f) for f in files if f.exists() and f.stat().st_size > 0]
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)

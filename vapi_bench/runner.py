@@ -6,37 +6,46 @@ Layout under runs_dir:
     samples/<key>/       images (task layout), samples.jsonl, grid.png, samples.json (done marker)
     scores/<key>/        score.json (done marker), per-sample.jsonl
     <run-id>/run.json    the resolved spec, versions, host, device, stage keys and wall times
-A stage whose done marker exists is reused (and the run says so) unless --force.
+A stage whose done marker exists is reused (and the run says so) unless --force. Each stage
+runs under a per-stage file lock (runs_dir/locks/), so two identical runs started together do the
+work once: the second waits, then reuses. Ctrl-C ends a stage with exit 130 and a line saying what
+was kept; running the same command again resumes.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import platform
+import shutil
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from . import store
 from .distributed import barrier, device_for, dist_info_from_env, init_process_group
-from .errors import UsageError
+from .errors import CheckpointError, DataError, Interrupted, StorageError, UsageError
 from .families import apply_family_defaults, family_keys
 from .hashing import environment_versions, file_digest, git_commit, stable_hash
 from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
 from .leaderboard import append_rows, leaderboard_path
 from .loggers import LOGGER_PARAMS, open_logger, preview_conditions, sample_preview
 from .params import resolve_params, route_overrides
+from .precision import resolve_precision
 from .progress import make_progress, stage
 from .registry import Registry, get_registry
 from .seeding import derive_seed
-from .sampling import rank_and_world, sample_records, sample_to_dir, shard, write_grid
+from .sampling import broken_images, rank_and_world, sample_records, sample_to_dir, shard, write_grid
 from .spec import SAMPLING_PARAMS, RunSpec, apply_overrides, config_identity, sample_key, score_key
 
 STAGES = ("finetune", "sample", "score")
+#: images per sampling batch when neither --batch-size nor the generator (`sample_batch_size`) says
+DEFAULT_SAMPLE_BATCH = 16
 
 
 @dataclass
@@ -50,12 +59,12 @@ class RunRequest:
     checkpoint: str | None = None
     seed: int = 0
     runs_dir: Path = Path("runs")
-    results_dir: Path = Path("results")
+    results_dir: Path | None = None  # None: <runs_dir>/results (the committed evidence is never the default)
     limit: int | None = None
     device: str = "cpu"
     force: bool = False
-    batch_size: int = 16
-    precision: str = "fp32"
+    batch_size: int | None = None  # None: the generator's `sample_batch_size`, else DEFAULT_SAMPLE_BATCH
+    precision: str = "auto"
     stages: tuple[str, ...] = STAGES
     leaderboard: bool = True
     quiet: bool = False
@@ -73,10 +82,45 @@ class RunResult:
     finetune_summary: dict[str, Any] = field(default_factory=dict)
 
 
+def default_results_dir(runs_dir: Path) -> Path:
+    """Where a user's own leaderboard rows go unless --results-dir says otherwise."""
+    return Path(runs_dir) / "results"
+
+
+#: the range each sampling option must lie in: (test, the range in words)
+SAMPLING_RANGES = {
+    "cfg_scale": (lambda v: v >= 0, ">= 0 (1 = no guidance)"),
+    "temperature": (lambda v: v > 0, "> 0"),
+    "top_k": (lambda v: v >= 0, ">= 0 (0 = all tokens)"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1] (1 = all tokens)"),
+}
+
+
+def check_ranges(req: RunRequest, sampling: dict[str, Any]) -> None:
+    """Reject values outside their range before anything is computed or cached under them."""
+    if req.limit is not None and req.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {req.limit}.")
+    if req.batch_size is not None and req.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {req.batch_size}.")
+    for name, (ok, words) in SAMPLING_RANGES.items():
+        value = sampling.get(name)
+        if value is not None and (not math.isfinite(value) or not ok(value)):
+            raise UsageError(f"--set {name}={value} is out of range: {name} must be {words}.")
+
+
+def _check_folder(path: Path, option: str) -> None:
+    """A folder option that names an existing file would fail only after the compute: say so now."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder; pass a folder path.")
+
+
 def _resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {name} was requested but CUDA is not available on this machine.")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, not {name!r}.") from None
 
 
 class Runner:
@@ -84,8 +128,18 @@ class Runner:
 
     def __init__(self, request: RunRequest, registry: Registry | None = None) -> None:
         self.req = request
+        if request.results_dir is None:
+            request.results_dir = default_results_dir(request.runs_dir)
+        _check_folder(request.runs_dir, "--runs-dir")
+        if request.leaderboard:
+            _check_folder(request.results_dir, "--results-dir")
         self.registry = registry or get_registry()
         self.device = _resolve_device(request.device)
+        self.precision, warning = resolve_precision(request.precision, self.device)
+        if warning and not request.quiet:
+            from .progress import console
+
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
         if self.device.type == "cuda" and self.device.index is None and dist_info_from_env().is_distributed:
             self.device = device_for(dist_info_from_env())  # one GPU per torchrun rank
         init_process_group(self.device)
@@ -112,10 +166,12 @@ class Runner:
         task_params = resolve_params(task_declared, routed["task"][task_e.name], f"task '{task_e.name}'") if task_e else {}
         sampling = resolve_params(SAMPLING_PARAMS, routed["sampling"]["sampling"], "sampling")
         self._declared = {"model": gen_e.params, "method": meth_e.params, "task": task_declared}
+        check_ranges(req, sampling)
 
         # random-init weights (tests, smoke runs) must not depend on the process or the rank
         torch.manual_seed(derive_seed(req.seed, 0, stream="init"))
         generator = gen_e.factory(checkpoint=req.checkpoint, device=self.device, **model_params)
+        _check_finite_weights(generator, req.checkpoint)
         method = meth_e.factory(**method_params)
         task = task_e.factory(**task_params) if task_e else None
         if task_e and task.conditioning != generator.conditioning:
@@ -149,7 +205,7 @@ class Runner:
             model=gen_e.name, model_params=model_params, checkpoint=req.checkpoint,
             model_fingerprint=fingerprint, method=meth_e.name, method_params=method_params,
             dataset=dataset_name, dataset_params=dataset_params, task=task_e.name if task_e else "", task_params=task_params,
-            sampling_overrides=sampling, seed=req.seed, limit=req.limit, precision=req.precision,
+            sampling_overrides=sampling, seed=req.seed, limit=req.limit, precision=self.precision,
             method_identity=method.is_identity, extra=extra,
         )
         return generator, method, task, spec, dataset
@@ -157,15 +213,32 @@ class Runner:
     # ---- stages ---------------------------------------------------------------------------
     def _ctx(self, out_dir: Path, progress: Any, log_path: Path | None = None,
              mirror: Any = None) -> StageContext:
-        def log(record: dict[str, Any]) -> None:
-            if log_path is not None and self.rank == 0:
-                store.append_jsonl(log_path, record)
-                if mirror is not None:
-                    mirror(record)
-
+        train_log = TrainLog(log_path, mirror) if log_path is not None and self.rank == 0 else None
         return StageContext(out_dir=out_dir, device=self.device, seed=self.req.seed, progress=progress,
-                            log=log, limit=self.req.limit, precision=self.req.precision,  # type: ignore[arg-type]
+                            log=train_log.write if train_log else (lambda record: None), limit=self.req.limit,
+                            precision=self.precision,  # type: ignore[arg-type]
                             rank=self.rank, world_size=self.world)
+
+    def _forced(self, stage: str) -> bool:
+        """--force recomputes the stages this command runs; the ones it only reads are reused."""
+        return self.req.force and stage in self.req.stages
+
+    @contextmanager
+    def _stage_lock(self, stage: str, key: str, collective: bool = True) -> Iterator[None]:
+        """Hold the stage's file lock on rank 0 while every rank works on it (see module docstring)."""
+        path = self.req.runs_dir / "locks" / f"{stage}-{key}.lock"
+
+        def waiting() -> None:
+            self._say(f"{stage}: another process is computing this stage; waiting for it ({path})")
+
+        if self.rank == 0:
+            with store.stage_lock(path, on_wait=waiting):
+                if collective:
+                    barrier()
+                yield
+        else:
+            barrier()
+            yield
 
     def _finetune(self, generator: Generator, method: Method, spec: RunSpec, dataset: Any,
                   progress: Any) -> tuple[str, dict[str, Any], bool]:
@@ -173,8 +246,13 @@ class Runner:
         if spec.method_identity:
             return key, {"tune_minutes": 0.0}, False
         ft_dir = self.req.runs_dir / "finetune" / key
+        with self._stage_lock("finetune", key):
+            return self._finetune_locked(generator, method, key, ft_dir, dataset, progress)
+
+    def _finetune_locked(self, generator: Generator, method: Method, key: str, ft_dir: Path, dataset: Any,
+                         progress: Any) -> tuple[str, dict[str, Any], bool]:
         marker = ft_dir / "finetune.json"
-        if marker.exists() and not self.req.force:
+        if marker.exists() and not self._forced("finetune"):
             generator.load_finetuned(ft_dir / "weights")
             self._say(f"finetune: reusing {ft_dir}")
             return key, json.loads(marker.read_text()), True
@@ -183,12 +261,19 @@ class Runner:
         ds_entry, ds_params = dataset
         data = ds_entry.factory(**ds_params)
         start = time.time()
+        work = ft_dir / "work"
+        if self.rank == 0:
+            if self._forced("finetune"):  # from scratch: no resuming from the finished checkpoint
+                shutil.rmtree(work, ignore_errors=True)
+            store.remove_stale_temps(ft_dir)
+        barrier()
         mirror = self._training_logger(generator, data, spec, ft_dir)
-        ctx = self._ctx(ft_dir / "work", progress, ft_dir / "train.jsonl", mirror)
-        if self.req.force and (ft_dir / "train.jsonl").exists() and self.rank == 0:
-            (ft_dir / "train.jsonl").unlink()
+        ctx = self._ctx(work, progress, ft_dir / "train.jsonl", mirror)
         try:
             summary = method.finetune(generator, data, ctx) or {}
+        except KeyboardInterrupt:
+            raise Interrupted(f"Interrupted while fine-tuning: its checkpoints are kept in {work}; run the same "
+                              "command again to resume from the last one.") from None
         finally:
             if mirror is not None:
                 mirror.close()
@@ -216,42 +301,72 @@ class Runner:
                 spec: RunSpec, progress: Any) -> tuple[str, Path, bool]:
         key = sample_key(ft_key, spec.task, items, recipe, spec.seed, task.output_size(generator))
         sdir = self.req.runs_dir / "samples" / key
+        with self._stage_lock("sample", key):
+            reused = self._sample_locked(generator, task, items, recipe, spec, sdir, progress)
+        return key, sdir, reused
+
+    def _sample_locked(self, generator: Generator, task: Task, items: list, recipe: SamplingRecipe,
+                       spec: RunSpec, sdir: Path, progress: Any) -> bool:
         marker = sdir / "samples.json"
-        if marker.exists() and not self.req.force:
-            self._say(f"sample: reusing {sdir}")
-            return key, sdir, True
+        if marker.exists() and not self._forced("sample"):
+            broken = broken_images(task, items, sdir)  # every rank: they must agree on regenerating
+            if not broken:
+                self._say(f"sample: reusing {sdir}")
+                return True
+            if "sample" not in self.req.stages:
+                raise UsageError(f"{len(broken)} image(s) in {sdir} are unreadable (first: {broken[0]}); run "
+                                 "`vapi-bench sample` (or `run`) with the same options to regenerate them.")
+            self._say(f"sample: regenerating {len(broken)} unreadable image(s) in {sdir} (first: {broken[0]})")
+            if self.rank == 0:
+                for path in broken:
+                    path.unlink(missing_ok=True)
+                marker.unlink(missing_ok=True)
         if "sample" not in self.req.stages:
             raise UsageError(f"No samples for this spec yet ({sdir}); run `vapi-bench sample` first.")
-        if self.req.force and self.rank == 0:
-            for it in items:
-                path = task.image_path(sdir, it)
-                if path.exists():
-                    path.unlink()
         if self.rank == 0:
+            if self._forced("sample"):
+                for it in items:
+                    task.image_path(sdir, it).unlink(missing_ok=True)
+            store.remove_stale_temps(sdir)
             task.write_layout(sdir, items)
         barrier()
         t0 = time.time()
-        with stage(progress, f"sample cfg={recipe.cfg_scale:g}", len(shard(items, self.rank, self.world))) as on_batch:
-            sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=self.req.batch_size,
-                          rank=self.rank, world=self.world, on_batch=on_batch)
+        batch_size = self.req.batch_size or getattr(generator, "sample_batch_size", DEFAULT_SAMPLE_BATCH)
+        try:
+            with stage(progress, f"sample cfg={recipe.cfg_scale:g}", len(shard(items, self.rank, self.world))) as on_batch:
+                sample_to_dir(generator, task, items, recipe, spec.seed, sdir, batch_size=batch_size,
+                              rank=self.rank, world=self.world, on_batch=on_batch)
+        except KeyboardInterrupt:
+            kept = sum(task.image_path(sdir, it).exists() for it in items)
+            raise Interrupted(f"Interrupted while sampling: {kept} of {len(items)} images are kept in {sdir}; run "
+                              "the same command again to generate only the missing ones.") from None
         barrier()
         if self.rank == 0:
             store.write_jsonl(sdir / "samples.jsonl", sample_records(items, spec.seed, task, sdir))
             write_grid(task, items, sdir)
             store.atomic_write_json(marker, {"n": len(items), "recipe": recipe.as_dict(), "seed": spec.seed,
                                              "seconds": time.time() - t0})
-        return key, sdir, False
+        return False
 
     def _score(self, task: Task, items: list, skey: str, sdir: Path, spec: RunSpec,
                progress: Any) -> tuple[dict[str, Any], bool]:
         key = score_key(skey, spec.task, spec.task_params)
+        with self._stage_lock("score", key, collective=False):
+            return self._score_locked(task, items, key, sdir, progress)
+
+    def _score_locked(self, task: Task, items: list, key: str, sdir: Path,
+                      progress: Any) -> tuple[dict[str, Any], bool]:
         cdir = self.req.runs_dir / "scores" / key
         marker = cdir / "score.json"
-        if marker.exists() and not self.req.force:
+        if marker.exists() and not self._forced("score"):
             self._say(f"score: reusing {cdir}")
             return json.loads(marker.read_text()), True
         t0 = time.time()
-        result = task.score(sdir, items, self._ctx(cdir, progress))
+        try:
+            result = task.score(sdir, items, self._ctx(cdir, progress))
+        except KeyboardInterrupt:
+            raise Interrupted(f"Interrupted while scoring: the samples are kept in {sdir}; run the same command "
+                              "again to score them.") from None
         record = {"metrics": result.metrics, "evaluator": result.evaluator,
                   "evaluator_version": result.evaluator_version, "extra": result.extra,
                   "seconds": time.time() - t0, "score_key": key}
@@ -298,8 +413,22 @@ class Runner:
         if self.rank == 0:
             self._write_run(run_dir, spec, run_id, walls, t_start, keys, rows)
             if self.req.leaderboard and rows:
-                append_rows(leaderboard_path(self.req.results_dir, spec.task), rows)
+                self._append_leaderboard(spec.task, rows, run_dir)
         return RunResult(run_id, run_dir, rows, reused, ft_summary)
+
+    def _append_leaderboard(self, task: str, rows: list[dict[str, Any]], run_dir: Path) -> None:
+        """Append the rows; if the board cannot be written, say where the rows are kept."""
+        path = leaderboard_path(self.req.results_dir, task)
+        try:
+            append_rows(path, rows)
+        except DataError as exc:
+            raise DataError(f"{exc} This run's rows: {run_dir / 'run.json'}.") from None
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot write the leaderboard {path} ({exc.strerror or exc}). The results are kept in "
+                f"{run_dir / 'run.json'} and every stage is cached: fix that ({store.os_error_remedy(exc)}), "
+                "then run the same command again (it only re-appends the rows)."
+            ) from None
 
     def _row(self, spec: RunSpec, recipe: SamplingRecipe, record: dict[str, Any], ft_summary: dict[str, Any],
              n: int, run_id: str) -> dict[str, Any]:
@@ -327,6 +456,7 @@ class Runner:
                    keys: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         record = {
             "run_id": run_id, "spec": spec.as_dict(), "stage_keys": keys, "wall_seconds": walls,
+            "precision": {"requested": self.req.precision, "resolved": self.precision},
             "total_seconds": time.time() - t_start, "versions": environment_versions(),
             "plugins": self.registry.plugins, "git_commit": git_commit(), "host": socket.gethostname(),
             "platform": platform.platform(), "device": str(self.device),
@@ -342,6 +472,48 @@ class Runner:
             from .progress import console
 
             console.print(f"[dim]{text}[/dim]")
+
+
+def _check_finite_weights(generator: Generator, checkpoint: str | None) -> None:
+    """A checkpoint holding NaN/inf weights can only produce garbage: refuse it up front."""
+    modules = [generator.policy]
+    try:
+        decoder = generator.tokenizer_decoder
+    except (AttributeError, NotImplementedError):
+        decoder = None
+    if isinstance(decoder, torch.nn.Module):
+        modules.append(decoder)
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                source = checkpoint or "the default weights"
+                raise CheckpointError(f"Bad checkpoint {source}: its weight '{name}' holds NaN or infinite values "
+                                      "(a diverged training run?). Use an earlier checkpoint.")
+
+
+class TrainLog:
+    """train.jsonl, where a resumed run's replayed steps replace the records they repeat.
+
+    A fine-tune resumed from its checkpoint at step s logs steps s+1, s+2, ... again; the first
+    record this process writes drops every record with that step or later, so the log (and the
+    curves drawn from it) holds each step once.
+    """
+
+    def __init__(self, path: Path, mirror: Any = None) -> None:
+        self.path = Path(path)
+        self.mirror = mirror  # the TensorBoard / wandb logger, if any: sees each record after it is on disk
+        self.started = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.started:
+            self.started = True
+            step = record.get("step")
+            kept = [r for r in store.read_jsonl(self.path)
+                    if isinstance(step, (int, float)) and isinstance(r.get("step"), (int, float)) and r["step"] < step]
+            store.write_jsonl(self.path, kept)
+        store.append_jsonl(self.path, record)
+        if self.mirror is not None:
+            self.mirror(record)
 
 
 def _plot_curves(jsonl: Path, png: Path) -> None:

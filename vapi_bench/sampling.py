@@ -2,7 +2,8 @@
 
 Sample i is drawn with seed derive_seed(global_seed, i), so the images are the same on 1 or 64
 ranks, in any batch size or order, and a resumed run (which skips images already on disk) gives
-the same images as an uninterrupted one.
+the same images as an uninterrupted one. "On disk" means readable: a truncated or corrupt PNG
+(a full disk, a copy cut short) counts as missing and is drawn again.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from PIL import Image
+
+from .errors import CheckpointError
 from .imageio import image_grid, load_png, save_png, to_uint8
 from .interfaces import Generator, SampleItem, SamplingRecipe, Task, check_sampled_tokens, iter_batches
 from .seeding import derive_seed
@@ -29,6 +33,22 @@ def shard(items: Sequence[SampleItem], rank: int, world: int) -> list[SampleItem
     return list(items[rank::world])
 
 
+def image_intact(path: Path) -> bool:
+    """True when `path` is a complete image file: every PNG chunk present and its CRC right."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except (OSError, ValueError, SyntaxError):  # PIL raises SyntaxError for some broken headers
+        return False
+
+
+def broken_images(task: Task, items: Sequence[SampleItem], sample_dir: Path) -> list[Path]:
+    """The image paths of `items` that are missing or unreadable."""
+    paths = [task.image_path(sample_dir, it) for it in items]
+    return [p for p in paths if not image_intact(p)]
+
+
 def sample_to_dir(
     generator: Generator,
     task: Task,
@@ -44,10 +64,11 @@ def sample_to_dir(
 ) -> int:
     """Generate this rank's share of `items` into sample_dir; returns how many were generated.
 
-    Images already on disk are skipped (resume). Each image is written atomically.
+    Intact images already on disk are skipped (resume); broken ones are drawn again. Each image is
+    written atomically.
     """
     size = task.output_size(generator)
-    todo = [it for it in shard(items, rank, world) if not task.image_path(sample_dir, it).exists()]
+    todo = [it for it in shard(items, rank, world) if not image_intact(task.image_path(sample_dir, it))]
     skipped = len(shard(items, rank, world)) - len(todo)
     if on_batch is not None and skipped:
         on_batch(skipped)
@@ -59,7 +80,14 @@ def sample_to_dir(
         for batch in iter_batches(todo, batch_size):
             seeds = [derive_seed(seed, it.index) for it in batch]
             with torch.no_grad():
-                tokens = generator.sample([it.condition for it in batch], seeds=seeds, recipe=recipe)
+                try:
+                    tokens = generator.sample([it.condition for it in batch], seeds=seeds, recipe=recipe)
+                except RuntimeError as exc:
+                    if "probability tensor contains" not in str(exc):
+                        raise
+                    raise CheckpointError(
+                        "Bad checkpoint: the model's logits are NaN or infinite, so no token can be drawn (its "
+                        "weights are diverged or corrupt). Use an earlier or another checkpoint.") from None
                 check_sampled_tokens(generator, tokens, len(batch))
                 pixels = to_uint8(generator.decode(tokens), size)
             for it, img in zip(batch, pixels):

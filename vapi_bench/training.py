@@ -11,8 +11,9 @@ everything else the same way for all of them:
   so the step counter *is* the full RNG state, and resuming replays exactly;
 - gradient accumulation over the micro-batches, an all-reduce of gradients over ranks, global
   grad-norm clipping, the optimiser step;
-- a NaN/inf loss or gradient norm stops training with TrainingDiverged, keeping the last good
-  checkpoint untouched;
+- a NaN/inf loss, logits (a method's token sampling refusing them) or gradient norm, or weights
+  that an update made non-finite, stop training with TrainingDiverged, keeping the last
+  checkpoint; weights that are not finite are never written;
 - atomic checkpoints (modules, optimiser, next step, a fingerprint of the hyper-parameters)
   every `ckpt_every` steps and at the end, written by rank 0.
 """
@@ -331,7 +332,7 @@ def train(
         meter = MetricMeter()
         loss_total, finite = _accumulate(step_fn, batch, meter, config.seed, info.rank, ctx.device)
         if distributed.all_reduce_min(torch.tensor([1.0 if finite else 0.0])).item() < 1.0:
-            raise _diverged(step, "loss", checkpointer, start)
+            raise _diverged(step, "loss (or the logits)", checkpointer, start)
         if step == start and all(p.grad is None for p in params):
             raise UsageError(f"{progress_label}: no gradient reached the trained module's parameters; the step's "
                              "losses do not depend on them (with sharding=fsdp: the generator computes them through "
@@ -345,6 +346,8 @@ def train(
             raise _diverged(step, "gradient norm", checkpointer, start)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if not _all_finite(params):
+            raise _diverged(step, "updated weights", checkpointer, start)
         meter.add("loss", loss_total)
         elapsed = time.perf_counter() - tick
         last = {**meter.reduced(), "step": step + 1, "grad_norm": grad_norm,
@@ -360,18 +363,34 @@ def train(
             "final": last, "checkpoint": str(checkpointer.path)}
 
 
+def _all_finite(params: Sequence[torch.Tensor]) -> bool:
+    """One device sync for all parameters (a sharded one checks its local shard)."""
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in params]
+    ok = torch.stack([torch.isfinite(p.detach()).all() for p in local]).all().float().cpu()
+    return distributed.all_reduce_min(ok.reshape(1)).item() == 1.0
+
+
 def _accumulate(step_fn: StepFn, batch: Batch, meter: MetricMeter, seed: int, rank: int,
                 device: torch.device) -> tuple[float, bool]:
-    """Back-propagate every micro-batch loss; return (sum of losses, all finite)."""
+    """Back-propagate every micro-batch loss; return (sum of losses, all finite).
+
+    Logits that are NaN/inf make a method's token sampling fail (torch.multinomial); that counts as
+    a non-finite loss, so every rank stops with the same "diverged" message instead of a traceback.
+    """
     total, finite = 0.0, True
     with _step_rng(seed, batch.step, rank, device):
-        for loss in step_fn(batch, meter):
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                finite = False
-                continue
-            total += value
-            loss.backward()
+        try:
+            for loss in step_fn(batch, meter):
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    finite = False
+                    continue
+                total += value
+                loss.backward()
+        except RuntimeError as exc:
+            if "probability tensor contains" not in str(exc):
+                raise
+            finite = False
     return total, finite
 
 
@@ -380,7 +399,8 @@ def _diverged(step: int, what: str, checkpointer: Checkpointer, start: int) -> T
             if checkpointer.path.exists() else "No checkpoint had been written yet.")
     return TrainingDiverged(
         f"Training diverged at step {step + 1}: the {what} is NaN or infinite (run started at step "
-        f"{start}). {kept} Lower the learning rate or use fp32 precision."
+        f"{start}). {kept} The same settings replay the same steps: lower the learning rate (or use fp32 "
+        "precision) and fine-tune again."
     )
 
 

@@ -15,7 +15,9 @@ import typer
 
 from vapi_bench.leaderboard import append_rows
 from vapi_bench.progress import console
-from vapi_bench.runner import RunRequest, Runner
+from vapi_bench.runner import RunRequest, Runner, default_results_dir
+
+RESULTS_HELP = "where the rows and curves go (default: <runs-dir>/results; the committed evidence: --results-dir results)"
 
 lab_app = typer.Typer(help="Paper experiments: method comparison with curves, and ablations.", no_args_is_help=True)
 
@@ -64,11 +66,12 @@ def compare(
     curve_metric: str = typer.Option("fid", "--curve-metric"),
     set_: list[str] = typer.Option([], "--set"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
-    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Every method x seed on one task (leaderboard rows), plus an optional metric-vs-step curve."""
     overrides = _parse_sets(set_)
+    results_dir = results_dir or default_results_dir(runs_dir)
     curve_rows: list[dict[str, Any]] = []
     for seed in map(int, _split(seeds)):
         for method in _split(methods):
@@ -137,7 +140,7 @@ def ablate(
     seeds: str = typer.Option("0", "--seeds"),
     set_: list[str] = typer.Option([], "--set"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
-    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     device: str = typer.Option("cpu", "--device"),
     baseline: Optional[bool] = typer.Option(True, "--baseline/--no-baseline", help="also score the base model"),
 ) -> None:
@@ -145,6 +148,7 @@ def ablate(
     if which not in ABLATIONS:
         raise typer.BadParameter(f"choose one of {', '.join(ABLATIONS)}")
     overrides = _parse_sets(set_)
+    results_dir = results_dir or default_results_dir(runs_dir)
     unqualified = [k for k in overrides if "." not in k]
     if baseline and unqualified:
         console.print(f"[yellow]the base-model row ignores the unqualified --set {', '.join(unqualified)}; write "

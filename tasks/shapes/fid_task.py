@@ -38,7 +38,7 @@ PR_NEIGHBOURHOOD = 3
 EVALUATOR = "shapes-featnet (128-d features, 24-class logits)"
 
 FID_PARAMS: tuple[Param, ...] = (
-    Param("n", int, 5000, "number of samples (class-balanced)"),
+    Param("n", int, 1000, "number of samples (class-balanced; the embedded default run's size)"),
     Param("reference_n", int, 5000, "number of held-out reference images ('ref' split)"),
     Param("reference_seed", int, 0, "data seed of the reference set"),
     Param("cfg", str, "both", "score without CFG, with the model's CFG, or both (two rows)",
@@ -54,7 +54,7 @@ FID_PARAMS: tuple[Param, ...] = (
 class ShapesFIDTask(Task):
     conditioning = "class"
 
-    def __init__(self, n: int = 5000, reference_n: int = 5000, reference_seed: int = 0, cfg: str = "both",
+    def __init__(self, n: int = 1000, reference_n: int = 5000, reference_seed: int = 0, cfg: str = "both",
                  featnet: str = "", split_size: int = 5000, kid_subsets: int = 100, kid_subset_size: int = 1000,
                  batch_size: int = 256) -> None:
         if n < 2 or reference_n < 2:

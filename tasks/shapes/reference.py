@@ -5,10 +5,16 @@ training split), rendered at the samples' size. Its feature-net features are cac
 `cache_dir()/shapes-ref/<key>.npz`, where the key hashes the reference pixels themselves and the
 feature network's weights: a change to the renderer, the data parameters or the network gives a
 new key, and an unchanged reference is never recomputed.
+
+Rendering 5,000 reference images only to hash them costs more than a small run's scoring, so a
+second index, `shapes-ref/recipe-<hash>.json`, maps the recipe (n, size, seed, the network digest
+and the renderer's source code) to that content key: a later run (or the other variants of the
+same run) loads the statistics without rendering anything.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -16,7 +22,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from vapi_bench.metrics import gaussian_stats
-from vapi_bench.store import atomic_write
+from vapi_bench.store import atomic_write, atomic_write_json
+from vapi_bench.plugins.shapes import data as shapes_data, vocab as shapes_vocab
 from vapi_bench.plugins.shapes.data import class_dataset
 from vapi_bench.weights import cache_dir
 
@@ -47,15 +54,42 @@ def reference_key(images: np.ndarray, weights_digest: str) -> str:
     return h.hexdigest()[:20]
 
 
+def recipe_key(n: int, size: int, seed: int, weights_digest: str) -> str:
+    """What determines the reference pixels and features, the renderer's code included."""
+    h = hashlib.sha256(f"{n}|{size}|{seed}|{weights_digest}|".encode())
+    for module in (shapes_data, shapes_vocab):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:20]
+
+
+def _cached(key: str, path: Path) -> ReferenceFeatures | None:
+    try:
+        with np.load(path) as data:
+            return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, cached=True)
+    except (OSError, ValueError, KeyError):  # missing or damaged cache file: recompute it
+        return None
+
+
 def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: int, seed: int,
                    batch_size: int = 256, on_batch: Callable[[int], None] | None = None) -> ReferenceFeatures:
     """Reference features and Gaussian statistics, from the cache when the content matches."""
+    folder = cache_dir() / "shapes-ref"
+    index = folder / f"recipe-{recipe_key(n, size, seed, weights_digest)}.json"
+    if index.exists():
+        try:
+            key = json.loads(index.read_text())["key"]
+        except (OSError, ValueError, KeyError):
+            key = None
+        found = _cached(key, folder / f"{key}.npz") if key else None
+        if found is not None:
+            return found
     images = reference_images(n, size, seed)
     key = reference_key(images, weights_digest)
-    path = cache_dir() / "shapes-ref" / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as data:
-            return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, cached=True)
+    path = folder / f"{key}.npz"
+    found = _cached(key, path) if path.exists() else None
+    if found is not None:
+        atomic_write_json(index, {"key": key})
+        return found
     from vapi_bench.plugins.shapes.features import extract
 
     features, _ = extract(net, images, batch_size, on_batch)
@@ -66,4 +100,5 @@ def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: i
             np.savez(fh, features=features, mu=mu, sigma=sigma)
 
     atomic_write(path, write)
+    atomic_write_json(index, {"key": key})
     return ReferenceFeatures(features, mu, sigma, key, path, cached=False)
