@@ -50,9 +50,25 @@ def test_keep_ratio_resize_follows_mmcv_rescale():
     pixels, resized = m2f.preprocess(np.full((480, 640, 3), 124, np.uint8))
     assert resized == (800, 1067) and pixels.shape == (1, 3, 800, 1088)
     np.testing.assert_allclose(pixels[0, :, 0, 0].numpy(), (124 - np.array(m2f.IMAGENET_MEAN)) / m2f.IMAGENET_STD, atol=1e-6)
-    assert torch.all(pixels[..., 1067:] == 0)  # zero padding after normalisation
+    grey128 = torch.tensor((128 - np.array(m2f.IMAGENET_MEAN)) / m2f.IMAGENET_STD, dtype=torch.float32)
+    torch.testing.assert_close(pixels[0, :, :, 1067:], grey128.view(3, 1, 1).expand(3, 800, 21))  # mmdet 2.x: pad 128
+    pixels3, _ = m2f.preprocess(np.full((480, 640, 3), 124, np.uint8), pipeline="mmdet3")
+    torch.testing.assert_close(pixels3[..., :1067], pixels[..., :1067])
+    assert torch.all(pixels3[..., 1067:] == 0)  # mmdet 3.3: zero padding after normalisation
     with pytest.raises(ValueError, match="uint8"):
         m2f.preprocess(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="mmdet2"):
+        m2f.preprocess(np.zeros((4, 4, 3), np.uint8), pipeline="detectron2")
+
+
+def test_mmdet2_pipeline_rounds_the_resized_image_and_mmdet3_does_not():
+    image = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    mean = torch.tensor(m2f.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(m2f.IMAGENET_STD).view(1, 3, 1, 1)
+    for pipeline, rounded in (("mmdet2", True), ("mmdet3", False)):
+        pixels, (h, w) = m2f.preprocess(image, (100, 60), pipeline=pipeline)
+        raw = (pixels[..., :h, :w] * std + mean).double()
+        assert torch.allclose(raw, raw.round(), atol=1e-3) == rounded
 
 
 def test_detect_equals_mmdet_order_upsample_all_then_select():

@@ -4,12 +4,16 @@ GenEval scores with mmdet's Mask2Former Swin-S (COCO instance). transformers shi
 68.7 M-parameter architecture, but its `post_process_instance_segmentation` resizes mask logits to
 384x384 first, so scores and masks differ from mmdet's. Here the mmdet pipeline is reproduced:
 
-- image: keep-ratio resize into (1333, 800) (mmcv's rescale rule, bilinear, uint8 result),
-  ImageNet mean/std on RGB, zero-pad right/bottom to a multiple of 32;
+- image (`preprocess`): keep-ratio resize into (1333, 800) (mmcv's rescale rule, bilinear),
+  ImageNet mean/std on RGB, padding right/bottom to a multiple of 32. The two mmdet majors differ:
+  `mmdet2` (GenEval's: mmdet 2.x `mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.py`) resizes the
+  uint8 image to uint8 and pads with grey 128 *before* normalising; `mmdet3` (mmdet 3.3's config,
+  `LoadImageFromFile(to_float32=True)` + `DetDataPreprocessor`) resizes in float32 and pads with 0
+  *after* normalising. The pixel decoder has no padding mask, so the padding value reaches the scores;
 - masks: logits upsampled bilinearly to the padded input, the padding cropped off, then resized
   bilinearly to the original image size;
-- `instance_postprocess` (mmdet 3.3 MaskFormerFusionHead, same formula in 2.x): softmax over the
-  81 classes, drop "no object", top-100 over (query x class), binary mask = logit > 0,
+- `instance_postprocess` (MaskFormerFusionHead, same formula in mmdet 2.28 and 3.3): softmax over
+  the 81 classes, drop "no object", top-100 over (query x class), binary mask = logit > 0,
   score = class prob x mean sigmoid inside the mask, box = tight box of the mask (x2 = last + 1).
 
 Only the selected queries are upsampled: upsampling is per query, so this equals mmdet's
@@ -39,6 +43,10 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 MMDET_TEST_SCALE = (1333, 800)
 SIZE_DIVISOR = 32
 MAX_PER_IMAGE = 100
+#: image pipelines: GenEval's mmdet 2.x config, mmdet 3.3's config (see the module docstring)
+PIPELINES = ("mmdet2", "mmdet3")
+#: mmdet 2.x instance config: Pad(size_divisor=32, pad_val=dict(img=(128, 128, 128))) before Normalize
+MMDET2_PAD_VALUE = 128.0
 
 
 def swin_small_config(num_labels: int = 80, num_queries: int = 100) -> Any:
@@ -104,21 +112,28 @@ def keep_ratio_size(height: int, width: int, scale: tuple[int, int] = MMDET_TEST
 
 
 def preprocess(
-    image: np.ndarray, scale: tuple[int, int] = MMDET_TEST_SCALE, size_divisor: int = SIZE_DIVISOR
+    image: np.ndarray,
+    scale: tuple[int, int] = MMDET_TEST_SCALE,
+    size_divisor: int = SIZE_DIVISOR,
+    pipeline: str = "mmdet2",
 ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """uint8 HxWx3 RGB -> (normalised, padded pixel values [1, 3, Hp, Wp], resized (h, w))."""
+    """uint8 HxWx3 RGB -> (normalised, padded pixel values [1, 3, Hp, Wp], resized (h, w)), following
+    mmdet 2.x's (`mmdet2`, GenEval's) or mmdet 3.3's (`mmdet3`) test pipeline."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}.")
+    if pipeline not in PIPELINES:
+        raise ValueError(f"unknown detector pipeline {pipeline!r}; choose one of {list(PIPELINES)}.")
     height, width = keep_ratio_size(image.shape[0], image.shape[1], scale)
     pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()  # copy: PIL arrays are read-only
     pixels = F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False)
-    pixels = pixels.round().clamp(0, 255)  # mmcv resizes uint8 images and returns uint8
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    pixels = (pixels - mean) / std
-    pad_h = -height % size_divisor
-    pad_w = -width % size_divisor
-    return F.pad(pixels, (0, pad_w, 0, pad_h), value=0.0), (height, width)
+    padding = (0, -width % size_divisor, 0, -height % size_divisor)
+    if pipeline == "mmdet2":
+        pixels = pixels.round().clamp(0, 255)  # mmcv resizes the uint8 image and returns uint8
+        pixels = F.pad(pixels, padding, value=MMDET2_PAD_VALUE)
+        return (pixels - mean) / std, (height, width)
+    return F.pad((pixels - mean) / std, padding, value=0.0), (height, width)
 
 
 def select_instances(class_logits: torch.Tensor, max_per_image: int = MAX_PER_IMAGE) -> tuple[torch.Tensor, ...]:
@@ -179,9 +194,8 @@ def masks_to_image(
 
 
 class Mask2FormerDetector:
-    """`detectors.Detector` backed by transformers' Mask2FormerForUniversalSegmentation."""
-
-    name = "hf-mask2former"
+    """`detectors.Detector` backed by transformers' Mask2FormerForUniversalSegmentation (facebook's
+    weights as `hf-mask2former`, GenEval's converted OpenMMLab weights as `hf-mask2former-openmmlab`)."""
 
     def __init__(
         self,
@@ -191,7 +205,13 @@ class Mask2FormerDetector:
         max_per_image: int = MAX_PER_IMAGE,
         autocast_dtype: torch.dtype | None = None,
         weights: str = "",
+        pipeline: str = "mmdet2",
+        name: str = "hf-mask2former",
     ) -> None:
+        if pipeline not in PIPELINES:
+            raise UsageError(f"unknown detector pipeline {pipeline!r}; choose one of {list(PIPELINES)}.")
+        self.name = name
+        self.pipeline = pipeline
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.scale = tuple(scale)
@@ -205,13 +225,14 @@ class Mask2FormerDetector:
             "backend": self.name,
             "weights": self.weights,
             "test_scale": list(self.scale),
+            "pipeline": self.pipeline,
             "max_per_image": self.max_per_image,
             "autocast": str(self.autocast_dtype) if self.autocast_dtype else "fp32",
         }
 
     @torch.no_grad()
     def detect(self, image: np.ndarray) -> Detections:
-        pixels, resized = preprocess(image, self.scale)
+        pixels, resized = preprocess(image, self.scale, pipeline=self.pipeline)
         pixels = pixels.to(self.device)
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)

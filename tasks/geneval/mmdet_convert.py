@@ -322,7 +322,9 @@ def load_openmmlab_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def convert_checkpoint_to_safetensors(checkpoint: str | Path, target: str | Path, config: Any) -> Path:
+def convert_checkpoint_to_safetensors(
+    checkpoint: str | Path, target: str | Path, config: Any, extra_metadata: Mapping[str, str] | None = None
+) -> Path:
     """Convert an OpenMMLab Mask2Former `.pth` into an HF-layout safetensors file, atomically."""
     from safetensors.torch import save_file
 
@@ -332,7 +334,8 @@ def convert_checkpoint_to_safetensors(checkpoint: str | Path, target: str | Path
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     os.close(handle)
     try:
-        save_file(state, temporary, metadata={"format": SAFETENSORS_FORMAT, "source": Path(checkpoint).name})
+        metadata = {"format": SAFETENSORS_FORMAT, "source": Path(checkpoint).name, **(extra_metadata or {})}
+        save_file(state, temporary, metadata=metadata)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
