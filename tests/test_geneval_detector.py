@@ -163,3 +163,25 @@ def test_mmdet_results_convert_from_both_major_versions():
     v2 = ([np.zeros((0, 5)), np.ones((1, 5)), np.zeros((0, 5))], [[], [np.ones((3, 3), bool)], []])
     bboxes2, masks2 = result_to_detections(v2, num_classes=3)
     assert [len(b) for b in bboxes2] == [0, 1, 0] and masks2[1][0].all()
+
+
+@pytest.mark.parametrize("src, dst", [((512, 512), (800, 800)), ((384, 512), (800, 1067)), ((1024, 1024), (800, 800)),
+                                      ((100, 1000), (133, 1333)), ((37, 53), (80, 115)), ((160, 160), (80, 80))])
+def test_uint8_resize_is_bit_exact_with_opencv(src, dst):
+    cv2 = pytest.importorskip("cv2")
+    image = np.random.default_rng(sum(src)).integers(0, 256, (*src, 3), dtype=np.uint8)
+    image = cv2.GaussianBlur(image, (5, 5), 2)  # smooth, as generated images are
+    expected = cv2.resize(image, (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
+    got = m2f.resize_uint8_like_opencv(image, *dst).permute(1, 2, 0).numpy().astype(np.uint8)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_uint8_resize_properties_without_opencv():
+    image = np.random.default_rng(3).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    same = m2f.resize_uint8_like_opencv(image, 6, 8)
+    np.testing.assert_array_equal(same.permute(1, 2, 0).numpy(), image)  # same size: a copy
+    half = m2f.resize_uint8_like_opencv(image, 3, 4).permute(1, 2, 0).numpy()
+    blocks = image.reshape(3, 2, 4, 2, 3).astype(int).sum(axis=(1, 3))
+    np.testing.assert_array_equal(half, (blocks + 2) >> 2)  # 2x down: rounded mean of each 2x2 block
+    flat = m2f.resize_uint8_like_opencv(np.full((5, 7, 3), 201, np.uint8), 13, 11)
+    assert torch.all(flat == 201)
