@@ -45,3 +45,17 @@ def test_the_two_pipelines_differ_where_genevals_padding_shows(mmdet_model):
                                     test_pipeline=mp.mmdet_test_pipeline(pipeline, (267, 160)))
         scores[pipeline] = np.sort(result.pred_instances.scores.numpy())
     assert np.abs(scores["mmdet2"] - scores["mmdet3"]).max() > 1e-3
+
+
+def test_the_real_weights_command_path_on_a_saved_checkpoint(mmdet_model, tmp_path, monkeypatch):
+    """--checkpoint <file> --hf-weights <file>: both sides read an OpenMMLab file (here: mmdet's random
+    model saved as a 3.x-layout release would be), the HF side through the backend's converter."""
+    import torch
+
+    monkeypatch.setenv("VAPI_BENCH_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "mask2former_swin-s_random.pth"
+    torch.save({"meta": {"mmdet_version": "3.3.0"}, "state_dict": mmdet_model.state_dict()}, path)
+    reloaded = mp.build_mmdet_model(str(path), "cpu")
+    report = mp.run_parity(reloaded, mp.synthetic_images(2, 160, seed=3), "mmdet2", scale=(267, 160),
+                           hf_weights=str(path))
+    assert report.within_tolerance() and report.images_with_kept_detections > 0, report

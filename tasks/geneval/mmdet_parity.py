@@ -2,8 +2,13 @@
 
 One command, where mmdet is installed:
 
-    python -m vapi_bench.tasks.geneval.mmdet_parity --images 300             # random weights
-    python -m vapi_bench.tasks.geneval.mmdet_parity --checkpoint <v3.0 .pth>  # the real weights
+    python -m vapi_bench.tasks.geneval.mmdet_parity --images 300                 # random weights
+    python -m vapi_bench.tasks.geneval.mmdet_parity --checkpoint <mmdet 3.x .pth or URL> \
+        --hf-weights release                                                      # the real weights
+
+`--hf-weights same` (default) converts the tensors mmdet's model holds; `release` loads the
+`hf-mask2former-openmmlab` backend's default file (GenEval's 2.x release, downloaded and converted
+as `vapi-bench prepare` does); a path or URL loads that OpenMMLab file.
 
 mmdet's model (its packaged Swin-S LSJ config) and the converted transformers model see the same
 images through their own pipelines: mmdet's `inference_detector` (image transforms, data
@@ -30,8 +35,9 @@ import numpy as np
 import torch
 
 from .mask2former import MMDET_TEST_SCALE, SIZE_DIVISOR, Mask2FormerDetector, swin_small_config
-from .mmdet_backend import default_config_path, result_to_detections
-from .mmdet_convert import convert_state_dict
+from .mmdet_backend import default_config_path, mmdet_checkpoint_requirement, result_to_detections
+from .mmdet_convert import convert_state_dict, load_openmmlab_checkpoint
+from .openmmlab_weights import load_openmmlab_mask2former
 from .prompts import GENEVAL_COLOURS, coco_class_names, geneval_metadata
 from .rules import Detections, GenEvalOptions, evaluate_image
 
@@ -106,11 +112,15 @@ def mmdet_test_pipeline(pipeline: str, scale: tuple[int, int]) -> Any:
 
 
 def build_mmdet_model(checkpoint: str | None, device: str = "cpu", seed: int = 0) -> Any:
-    """mmdet's Mask2Former Swin-S from its packaged config: the checkpoint's weights, or seeded random ones."""
+    """mmdet's Mask2Former Swin-S from its packaged config: a checkpoint's weights (path or URL, loaded
+    strictly, read weights-only), or seeded random ones."""
     from mmdet.apis import init_detector
 
-    model = init_detector(str(default_config_path()), checkpoint, device=device).eval()
-    if checkpoint is None:
+    model = init_detector(str(default_config_path()), None, device=device).eval()
+    if checkpoint is not None:
+        path = mmdet_checkpoint_requirement(checkpoint).resolve()
+        model.load_state_dict(load_openmmlab_checkpoint(path), strict=True)
+    else:
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for _, parameter in sorted(model.named_parameters()):
@@ -119,15 +129,21 @@ def build_mmdet_model(checkpoint: str | None, device: str = "cpu", seed: int = 0
     return model
 
 
-def hf_detector_from_mmdet(model: Any, pipeline: str, scale: tuple[int, int]) -> Mask2FormerDetector:
-    """The converted transformers model, holding exactly mmdet's tensors."""
+def hf_detector_from_mmdet(
+    model: Any, pipeline: str, scale: tuple[int, int], hf_weights: str = "same"
+) -> Mask2FormerDetector:
+    """The converted transformers model: of mmdet's own tensors (`same`), of the backend's default
+    release (`release`), or of an OpenMMLab file (path or URL)."""
     from transformers import Mask2FormerForUniversalSegmentation
 
-    config = swin_small_config()
-    hf = Mask2FormerForUniversalSegmentation(config)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    hf.load_state_dict(convert_state_dict(state, config), strict=True)
     device = next(model.parameters()).device
+    if hf_weights == "same":
+        config = swin_small_config()
+        hf = Mask2FormerForUniversalSegmentation(config)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        hf.load_state_dict(convert_state_dict(state, config), strict=True)
+    else:
+        hf = load_openmmlab_mask2former("" if hf_weights == "release" else hf_weights, "cpu")
     return Mask2FormerDetector(hf.to(device), scale=scale, pipeline=pipeline, name="hf-mask2former-openmmlab")
 
 
@@ -183,11 +199,12 @@ def run_parity(
     pipeline: str,
     scale: tuple[int, int] = MMDET_TEST_SCALE,
     options: GenEvalOptions = GenEvalOptions(),
+    hf_weights: str = "same",
 ) -> ParityReport:
     """Compare mmdet's inference with the converted detector on `images` under `pipeline`."""
     from mmdet.apis import inference_detector
 
-    converted = hf_detector_from_mmdet(model, pipeline, scale)
+    converted = hf_detector_from_mmdet(model, pipeline, scale, hf_weights)
     test_pipeline = mmdet_test_pipeline(pipeline, scale)
     metadata = geneval_metadata()
     names = coco_class_names()
@@ -213,7 +230,8 @@ def run_parity(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="an mmdet 3.x .pth (default: seeded random weights)")
+    parser.add_argument("--checkpoint", default=None, help="mmdet 3.x .pth path or URL (default: seeded random weights)")
+    parser.add_argument("--hf-weights", default="same", help="same | release | an OpenMMLab .pth path or URL")
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--size", type=int, default=512, help="side of the synthetic square images")
     parser.add_argument("--scale", type=int, nargs=2, default=list(MMDET_TEST_SCALE))
@@ -224,8 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = build_mmdet_model(args.checkpoint, args.device, args.seed)
     images = synthetic_images(args.images, args.size, args.seed)
     pipelines = ("mmdet3", "mmdet2") if args.pipeline == "both" else (args.pipeline,)
-    reports = [run_parity(model, images, p, tuple(args.scale)) for p in pipelines]
-    summary = {"checkpoint": args.checkpoint or f"random (seed {args.seed})", "size": args.size,
+    reports = [run_parity(model, images, p, tuple(args.scale), hf_weights=args.hf_weights) for p in pipelines]
+    summary = {"checkpoint": args.checkpoint or f"random (seed {args.seed})", "hf_weights": args.hf_weights,
+               "images": args.images, "size": args.size,
                "scale": args.scale, "device": args.device,
                "reports": [{**vars(r), "within_tolerance": r.within_tolerance()} for r in reports]}
     print(json.dumps(summary, indent=2))
