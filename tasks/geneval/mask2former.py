@@ -145,7 +145,7 @@ def resize_uint8_like_opencv(image: np.ndarray, height: int, width: int) -> torc
     takes the high 16 bits of each product and rounds by 2 bits. A float bilinear resize rounded to
     uint8 differs by one grey level on ~13% of pixels. Returns [C, height, width] float32 values.
     """
-    source = torch.from_numpy(np.ascontiguousarray(image)).long()
+    source = torch.from_numpy(np.array(image, dtype=np.int64))  # a copy: PIL arrays are read-only
     x0, x1, a0, a1 = _opencv_linear_taps(image.shape[1], width, clamp_fraction=True)
     y0, y1, b0, b1 = _opencv_linear_taps(image.shape[0], height, clamp_fraction=False)
     rows = source[:, x0] * a0[None, :, None] + source[:, x1] * a1[None, :, None]
