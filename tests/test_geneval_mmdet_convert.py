@@ -9,6 +9,7 @@
   merging (nn.Unfold), written out here, agrees with the converted HF weights.
 The comparison with mmdet's own model is in test_geneval_mmdet_parity.py (needs mmdet).
 """
+import functools
 import sys
 import types
 from collections import Counter
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from geneval_testing import tiny_mask2former
 
-from vapi_bench.errors import CheckpointError
+from vapi_bench.errors import CheckpointError, UsageError
 from vapi_bench.prepare import prepare
 from vapi_bench.tasks.geneval import mmdet_convert as mc
 from vapi_bench.tasks.geneval import openmmlab_weights as ow
@@ -43,9 +44,15 @@ def hf_swin_small_on_meta():
         return Mask2FormerForUniversalSegmentation(swin_small_config())
 
 
-def synthetic_state(layout: str, seed: int = 0) -> dict:
-    """Random tensors with the recorded keys and shapes; Swin's index buffers hold the real index."""
-    gen = torch.Generator().manual_seed(seed)
+def synthetic_state(layout: str) -> dict:
+    """Random tensors with the recorded keys and shapes (a fresh dict of shared tensors)."""
+    return dict(_synthetic_state(layout))
+
+
+@functools.lru_cache(maxsize=2)
+def _synthetic_state(layout: str) -> dict:
+    """Swin's index buffers hold the real index; the same seed for both layouts."""
+    gen = torch.Generator().manual_seed(0)
     state = {}
     for k3, k2, shape, dtype in recorded_keys():
         if k3.endswith("relative_position_index"):
@@ -197,3 +204,5 @@ def test_prepare_converts_to_safetensors_once_and_runs_load_it_offline(openmmlab
     default = ow.openmmlab_requirement("")
     assert default.url == ow.MMDET2_CHECKPOINT_URL and default.sha256 == "743b7d99"
     assert detector_requirements("hf-mask2former-openmmlab", "random") == []
+    with pytest.raises(UsageError, match="detector=hf-mask2former"):
+        detector_requirements("hf-mask2former-openmmlab", str(tmp_path))

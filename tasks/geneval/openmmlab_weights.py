@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vapi_bench.checkpoints import load_checkpoint_file, load_strict
-from vapi_bench.errors import CheckpointError
+from vapi_bench.errors import CheckpointError, UsageError
 from vapi_bench.prepare import WeightRequirement
 from vapi_bench.weights import cache_dir, sha256_file
 
@@ -67,6 +67,11 @@ def _source_digest(converted: Path) -> str | None:
 
 def openmmlab_requirement(weights: str) -> WeightRequirement:
     """The checkpoint `vapi-bench prepare` fetches and converts (default: GenEval's mmdet 2.x release)."""
+    if weights and Path(weights).expanduser().is_dir():
+        raise UsageError(
+            f"detector_weights {weights} is a folder; hf-mask2former-openmmlab takes an OpenMMLab .pth (path or "
+            "URL) or its converted .safetensors. For a transformers checkpoint folder use detector=hf-mask2former."
+        )
     return WeightRequirement(
         "mmdet",
         url=MMDET2_CHECKPOINT_URL,
