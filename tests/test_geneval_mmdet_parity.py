@@ -1,8 +1,8 @@
 """The converted backend against mmdet's own Mask2Former: runs only where mmdet 3.3 is installed.
 
 Random weights in mmdet's model (class head sharpened so that detections clear GenEval's
-thresholds) -> converted -> the same detections (labels; scores within 3e-3 and >= 90% within
-1e-5; masks) and the same GenEval verdicts, through mmdet 3.3's pipeline and through GenEval's
+thresholds) -> converted -> the same detections (labels; scores within 3e-3, and >= 90% within
+1e-5 where the inputs are bit-identical; masks) and the same GenEval verdicts, through mmdet 3.3's pipeline and through GenEval's
 mmdet 2.x pipeline. VAPI_BENCH_PARITY_IMAGES sets the image count (default 4; docs/tasks-geneval.md
 records a larger run). The same check on real weights:
 `python -m vapi_bench.tasks.geneval.mmdet_parity --checkpoint <mmdet 3.x .pth> --hf-weights release`.
@@ -30,7 +30,9 @@ def test_converted_model_gives_mmdets_detections_and_verdicts(mmdet_model, pipel
     report = mp.run_parity(mmdet_model, images, pipeline, scale=(267, 160))
     assert report.images == IMAGES and report.images_with_kept_detections > 0  # not vacuous
     assert report.label_mismatches == 0, report.failures
-    assert report.max_score_diff <= mp.SCORE_ATOL and report.scores_within_1e5 >= 0.9 * report.boxes_total
+    assert report.max_score_diff <= mp.SCORE_ATOL
+    if pipeline == "mmdet2":  # bit-identical inputs (OpenCV's uint8 resize reproduced): mostly float-exact
+        assert report.scores_within_1e5 >= 0.9 * report.boxes_total
     assert report.max_mask_mismatch <= mp.MASK_MISMATCH
     assert report.verdicts_identical == report.records_identical == IMAGES
 
