@@ -67,7 +67,8 @@ def test_geneval_end_to_end(tmp_path):
     arch = register_tiny_clip()
     code = _main("run", "--model", "llamagen-t2i-xl", "--method", "none", "--task", "geneval", "--limit", "8",
                  *TINY_LLAMAGEN, "--set", f"t5_path={t5}", "--set", "t5_dtype=fp32", "--set", "caption_dim=16",
-                 "--set", "cls_token_num=8", "--set", f"detector_weights={detector}", "--set", "detector_scale=64,64",
+                 "--set", "cls_token_num=8", "--set", "detector=hf-mask2former", "--set", f"detector_weights={detector}",
+                 "--set", "detector_scale=64,64",
                  "--set", f"clip_arch={arch}", "--set", "clip_weights=random", "--set", "cfg_scale=2.0",
                  "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"))
     assert code == 0

@@ -50,9 +50,25 @@ def test_keep_ratio_resize_follows_mmcv_rescale():
     pixels, resized = m2f.preprocess(np.full((480, 640, 3), 124, np.uint8))
     assert resized == (800, 1067) and pixels.shape == (1, 3, 800, 1088)
     np.testing.assert_allclose(pixels[0, :, 0, 0].numpy(), (124 - np.array(m2f.IMAGENET_MEAN)) / m2f.IMAGENET_STD, atol=1e-6)
-    assert torch.all(pixels[..., 1067:] == 0)  # zero padding after normalisation
+    grey128 = torch.tensor((128 - np.array(m2f.IMAGENET_MEAN)) / m2f.IMAGENET_STD, dtype=torch.float32)
+    torch.testing.assert_close(pixels[0, :, :, 1067:], grey128.view(3, 1, 1).expand(3, 800, 21))  # mmdet 2.x: pad 128
+    pixels3, _ = m2f.preprocess(np.full((480, 640, 3), 124, np.uint8), pipeline="mmdet3")
+    torch.testing.assert_close(pixels3[..., :1067], pixels[..., :1067])
+    assert torch.all(pixels3[..., 1067:] == 0)  # mmdet 3.3: zero padding after normalisation
     with pytest.raises(ValueError, match="uint8"):
         m2f.preprocess(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="mmdet2"):
+        m2f.preprocess(np.zeros((4, 4, 3), np.uint8), pipeline="detectron2")
+
+
+def test_mmdet2_pipeline_rounds_the_resized_image_and_mmdet3_does_not():
+    image = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    mean = torch.tensor(m2f.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(m2f.IMAGENET_STD).view(1, 3, 1, 1)
+    for pipeline, rounded in (("mmdet2", True), ("mmdet3", False)):
+        pixels, (h, w) = m2f.preprocess(image, (100, 60), pipeline=pipeline)
+        raw = (pixels[..., :h, :w] * std + mean).double()
+        assert torch.allclose(raw, raw.round(), atol=1e-3) == rounded
 
 
 def test_detect_equals_mmdet_order_upsample_all_then_select():
@@ -147,3 +163,25 @@ def test_mmdet_results_convert_from_both_major_versions():
     v2 = ([np.zeros((0, 5)), np.ones((1, 5)), np.zeros((0, 5))], [[], [np.ones((3, 3), bool)], []])
     bboxes2, masks2 = result_to_detections(v2, num_classes=3)
     assert [len(b) for b in bboxes2] == [0, 1, 0] and masks2[1][0].all()
+
+
+@pytest.mark.parametrize("src, dst", [((512, 512), (800, 800)), ((384, 512), (800, 1067)), ((1024, 1024), (800, 800)),
+                                      ((100, 1000), (133, 1333)), ((37, 53), (80, 115)), ((160, 160), (80, 80))])
+def test_uint8_resize_is_bit_exact_with_opencv(src, dst):
+    cv2 = pytest.importorskip("cv2")
+    image = np.random.default_rng(sum(src)).integers(0, 256, (*src, 3), dtype=np.uint8)
+    image = cv2.GaussianBlur(image, (5, 5), 2)  # smooth, as generated images are
+    expected = cv2.resize(image, (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
+    got = m2f.resize_uint8_like_opencv(image, *dst).permute(1, 2, 0).numpy().astype(np.uint8)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_uint8_resize_properties_without_opencv():
+    image = np.random.default_rng(3).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    same = m2f.resize_uint8_like_opencv(image, 6, 8)
+    np.testing.assert_array_equal(same.permute(1, 2, 0).numpy(), image)  # same size: a copy
+    half = m2f.resize_uint8_like_opencv(image, 3, 4).permute(1, 2, 0).numpy()
+    blocks = image.reshape(3, 2, 4, 2, 3).astype(int).sum(axis=(1, 3))
+    np.testing.assert_array_equal(half, (blocks + 2) >> 2)  # 2x down: rounded mean of each 2x2 block
+    flat = m2f.resize_uint8_like_opencv(np.full((5, 7, 3), 201, np.uint8), 13, 11)
+    assert torch.all(flat == 201)

@@ -193,7 +193,13 @@ def test_registered_with_documented_params():
 
 
 def test_requirements_name_detector_and_clip_files():
-    urls = [r.url for r in GenEvalTask().requirements()]
+    default = GenEvalTask().requirements()  # GenEval's own checkpoint, sha256-checked and converted
+    assert [r.url for r in default] == [
+        "https://download.openmmlab.com/mmdetection/v2.0/mask2former/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco/"
+        "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth",
+        "hf://timm/vit_large_patch14_clip_224.openai/open_clip_pytorch_model.bin"]
+    assert default[0].sha256 == "743b7d99" and default[0].derive is not None
+    urls = [r.url for r in GenEvalTask(detector="hf-mask2former").requirements()]
     assert urls == ["hf://facebook/mask2former-swin-small-coco-instance/config.json",
                     "hf://facebook/mask2former-swin-small-coco-instance/pytorch_model.bin",
                     "hf://timm/vit_large_patch14_clip_224.openai/open_clip_pytorch_model.bin"]

@@ -194,3 +194,19 @@ def test_prepare_offline_lists_missing_files_and_verify_catches_corruption(serve
     (cache / "inception" / "a.pth").write_bytes(b"damaged in transit")
     (outcome,) = prepare([req], offline=True)
     assert outcome.status == "failed" and "sha256" in outcome.message
+
+
+def test_prepare_runs_the_derive_step_after_download_and_reports_its_failure(server, cache):
+    def to_upper(path):
+        target = path.with_suffix(".upper")
+        target.write_bytes(path.read_bytes().upper())
+        return target
+
+    def broken(path):
+        raise CheckpointError(f"cannot convert {path.name}")
+
+    (outcome,) = prepare([WeightRequirement("inception", url=f"{server.url}/a.pth", sha256=DIGEST, derive=to_upper)])
+    assert outcome.status == "downloaded" and outcome.path == cache / "inception" / "a.upper"
+    assert outcome.path.read_bytes() == PAYLOAD.upper() and "derived from" in outcome.message
+    (outcome,) = prepare([WeightRequirement("inception", url=f"{server.url}/a.pth", derive=broken)])
+    assert outcome.status == "failed" and "cannot convert a.pth" in outcome.message

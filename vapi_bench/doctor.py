@@ -20,7 +20,7 @@ OPTIONAL = [
     ("lpips", "lpips", "LPIPS rewards (VGG / AlexNet)", "pip install lpips"),
     ("torch_fidelity", "torch-fidelity", "Inception features for FID/IS", "pip install torch-fidelity"),
     ("cleanfid", "clean-fid", "clean-fid metric", "pip install clean-fid"),
-    ("mmdet", "mmdet", "exact GenEval detector (optional)", "see docs/tasks-geneval.md (patched mmcv build)"),
+    ("mmdet", "mmdet", "mmdet reference for the GenEval detector (optional)", "see docs/tasks-geneval.md (patched mmcv build)"),
 ]
 
 

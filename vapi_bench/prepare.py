@@ -29,6 +29,9 @@ class WeightRequirement:
     sha256: full hex digest or a prefix of at least 8 hex characters; checked after download.
     local_name: file name in the cache when the URL's last path component is not a good one.
     description: one line telling the user what the file is for.
+    derive: optional local step from the fetched file to the file runs actually read (for example
+        an OpenMMLab `.pth` converted to safetensors in the cache); `prepare` runs it once the file
+        is present, so an offline run finds the derived file ready. It must be idempotent.
     """
 
     what: str
@@ -37,6 +40,7 @@ class WeightRequirement:
     sha256: str | None = None
     local_name: str | None = None
     description: str = ""
+    derive: Callable[[Path], Path] | None = None
 
     @property
     def source(self) -> str | None:
@@ -110,6 +114,13 @@ def _prepare_one(
     except VapiError as exc:
         status: Status = "missing" if not present and offline else "failed"
         return PrepareOutcome(req, status, path, str(exc))
+    message = ""
+    if req.derive is not None:
+        try:
+            derived = req.derive(resolved)
+        except VapiError as exc:
+            return PrepareOutcome(req, "failed", resolved, str(exc))
+        resolved, message = derived, f"derived from {resolved}"
     if req.is_local():
-        return PrepareOutcome(req, "local", resolved)
-    return PrepareOutcome(req, "cached" if present else "downloaded", resolved)
+        return PrepareOutcome(req, "local", resolved, message)
+    return PrepareOutcome(req, "cached" if present else "downloaded", resolved, message)

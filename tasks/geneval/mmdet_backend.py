@@ -1,8 +1,10 @@
 """Optional mmdet backend: GenEval's own detector stack, for exact parity with published scores.
 
-mmdet is imported only when this backend is selected. GenEval's `download_models.sh` fetches the
-mmdet v3.0 checkpoint below (same training run as the 2.x one, `..._20220504_001756`) and loads it
-with mmdet 2.x; mmdet 3.3 runs the same weights with the same instance post-processing.
+mmdet is imported only when this backend is selected. It runs mmdet 3.3 with the mmdet v3.0 copy of
+GenEval's checkpoint (same training run as the 2.x release `..._20220504_001756-743b7d99.pth`
+GenEval now documents, re-keyed for mmdet 3; GenEval's `download_models.sh` pointed at this copy
+until djghosh13/geneval#9, which mmdet 2.x cannot load). mmdet 3.3 has the same instance
+post-processing as 2.x; its image pipeline pads differently (see `mask2former.preprocess`).
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ class MMDetDetector:
         except ImportError as exc:
             raise UsageError(
                 f"detector=mmdet needs mmdet with a compiled mmcv ({exc}).\n{MMDET_INSTALL_RECIPE}\n"
-                "Or use the default detector=hf-mask2former."
+                "Or use the default detector=hf-mask2former-openmmlab (the same weights, no mmcv)."
             ) from None
         self._infer = inference_detector
         self.config = config or str(default_config_path())

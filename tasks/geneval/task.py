@@ -1,9 +1,9 @@
 """The `geneval` task: GenEval's 553 prompts x 4 images, its folder layout and its scoring rules.
 
 Sampling writes GenEval's layout (see `layout.py`), so a sample folder can also be scored by the
-official `evaluate_images.py`. Scoring runs a detector backend (default: transformers Mask2Former
-with mmdet's pre/post-processing) and GenEval's CLIP colour classifier, applies `rules.py`, and
-reports per-tag accuracy plus "overall" (unweighted mean of the six tag accuracies). Per-image
+official `evaluate_images.py`. Scoring runs a detector backend (default: GenEval's OpenMMLab
+Mask2Former weights converted to transformers, with mmdet's pre/post-processing) and GenEval's
+CLIP colour classifier, applies `rules.py`, and reports per-tag accuracy plus "overall" (unweighted mean of the six tag accuracies). Per-image
 results are appended to a JSONL file as they are produced, so an interrupted scoring run resumes.
 """
 from __future__ import annotations
@@ -26,8 +26,9 @@ from vapi_bench.store import append_jsonl, read_jsonl
 from . import layout
 from .clip_models import DEFAULT_CLIP_ARCH, clip_requirement, load_clip
 from .colour import ClipColourClassifier
-from .detectors import DETECTOR_BACKENDS, build_detector, detector_requirements
+from .detectors import DEFAULT_DETECTOR, DETECTOR_BACKENDS, build_detector, detector_requirements
 from .images import load_rgb
+from .mask2former import PIPELINES
 from .prompts import coco_class_names, geneval_metadata
 from .rules import GenEvalOptions, evaluate_image, summarize
 
@@ -36,10 +37,13 @@ GENEVAL_REVISION = "djghosh13/geneval@af4902f"
 GENEVAL_PARAMS: tuple[Param, ...] = (
     Param("images_per_prompt", int, 4, "images generated and scored per prompt (GenEval: 4)"),
     Param("metadata_file", str, "", "a GenEval-format evaluation_metadata.jsonl; empty = the 553 official prompts"),
-    Param("detector", str, "hf-mask2former", "detector backend", choices=DETECTOR_BACKENDS),
-    Param("detector_weights", str, "", "hf-mask2former: HF folder, hub id or 'random'; mmdet: .pth path or URL; "
+    Param("detector", str, DEFAULT_DETECTOR, "detector backend", choices=DETECTOR_BACKENDS),
+    Param("detector_weights", str, "", "hf-mask2former-openmmlab: OpenMMLab .pth path/URL, converted .safetensors "
+          "or 'random'; hf-mask2former: HF folder, hub id or 'random'; mmdet: .pth path or URL; "
           "empty = the backend's default"),
-    Param("detector_scale", tuple, (1333, 800), "keep-ratio test resize of the hf-mask2former backend (mmdet's)"),
+    Param("detector_scale", tuple, (1333, 800), "keep-ratio test resize of the hf-mask2former* backends (mmdet's)"),
+    Param("detector_pipeline", str, "mmdet2", "image pipeline of the hf-mask2former* backends: mmdet2 (GenEval's "
+          "mmdet 2.x config: uint8 resize, pad 128 before normalising) or mmdet3 (mmdet 3.3's)", choices=PIPELINES),
     Param("mmdet_config", str, "", "mmdet config file; empty = mmdet's Mask2Former Swin-S LSJ COCO config"),
     Param("clip_arch", str, DEFAULT_CLIP_ARCH, "open_clip architecture of the colour classifier"),
     Param("clip_weights", str, "", "CLIP weights: local file, hf://repo/file, URL or 'random'; empty = OpenAI ViT-L/14"),
@@ -61,9 +65,10 @@ class GenEvalTask(layout.GenEvalLayoutTask):
         *,
         images_per_prompt: int = 4,
         metadata_file: str = "",
-        detector: str = "hf-mask2former",
+        detector: str = DEFAULT_DETECTOR,
         detector_weights: str = "",
         detector_scale: tuple[int, ...] = (1333, 800),
+        detector_pipeline: str = "mmdet2",
         mmdet_config: str = "",
         clip_arch: str = DEFAULT_CLIP_ARCH,
         clip_weights: str = "",
@@ -85,6 +90,7 @@ class GenEvalTask(layout.GenEvalLayoutTask):
         self.detector_backend = detector
         self.detector_weights = detector_weights
         self.detector_scale = (int(detector_scale[0]), int(detector_scale[1]))
+        self.detector_pipeline = detector_pipeline
         self.mmdet_config = mmdet_config
         self.clip_arch = clip_arch
         self.clip_weights = clip_weights
@@ -119,6 +125,7 @@ class GenEvalTask(layout.GenEvalLayoutTask):
             "detector": self.detector_backend,
             "detector_weights": self.detector_weights,
             "detector_scale": list(self.detector_scale),
+            "detector_pipeline": self.detector_pipeline,
             "mmdet_config": self.mmdet_config,
             "clip_arch": self.clip_arch,
             "clip_weights": self.clip_weights,
@@ -142,6 +149,7 @@ class GenEvalTask(layout.GenEvalLayoutTask):
                 scale=self.detector_scale,
                 autocast_dtype=autocast,
                 mmdet_config=self.mmdet_config,
+                pipeline=self.detector_pipeline,
             )
             extra["detector"] = detector.describe()
             colour = None
