@@ -214,6 +214,7 @@ def test_core_sampling_engine_fills_the_geneval_layout(tmp_path, metadata_file, 
 
     class FakeTextGenerator:
         name, conditioning, policy = "fake-t2i", "text", torch.nn.Identity()
+        num_tokens, codebook_size = 1, 97  # the core checks every sampled batch against these
 
         def sample(self, conds, *, seeds, recipe):
             return torch.tensor([[s % 97] for s in seeds])

@@ -32,7 +32,7 @@ from .distributed import barrier, device_for, dist_info_from_env, init_process_g
 from .errors import CheckpointError, DataError, Interrupted, StorageError, UsageError
 from .families import apply_family_defaults, family_keys
 from .hashing import environment_versions, file_digest, git_commit, stable_hash
-from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
+from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task, has_capability
 from .leaderboard import append_rows, leaderboard_path
 from .loggers import LOGGER_PARAMS, open_logger, preview_conditions, sample_preview
 from .params import resolve_params, route_overrides
@@ -247,10 +247,10 @@ class Runner:
             return key, {"tune_minutes": 0.0}, False
         ft_dir = self.req.runs_dir / "finetune" / key
         with self._stage_lock("finetune", key):
-            return self._finetune_locked(generator, method, key, ft_dir, dataset, progress)
+            return self._finetune_locked(generator, method, spec, key, ft_dir, dataset, progress)
 
-    def _finetune_locked(self, generator: Generator, method: Method, key: str, ft_dir: Path, dataset: Any,
-                         progress: Any) -> tuple[str, dict[str, Any], bool]:
+    def _finetune_locked(self, generator: Generator, method: Method, spec: RunSpec, key: str, ft_dir: Path,
+                         dataset: Any, progress: Any) -> tuple[str, dict[str, Any], bool]:
         marker = ft_dir / "finetune.json"
         if marker.exists() and not self._forced("finetune"):
             generator.load_finetuned(ft_dir / "weights")
@@ -477,12 +477,8 @@ class Runner:
 def _check_finite_weights(generator: Generator, checkpoint: str | None) -> None:
     """A checkpoint holding NaN/inf weights can only produce garbage: refuse it up front."""
     modules = [generator.policy]
-    try:
-        decoder = generator.tokenizer_decoder
-    except (AttributeError, NotImplementedError):
-        decoder = None
-    if isinstance(decoder, torch.nn.Module):
-        modules.append(decoder)
+    if has_capability(generator, "tokenizer_decoder") and isinstance(generator.tokenizer_decoder, torch.nn.Module):
+        modules.append(generator.tokenizer_decoder)
     for module in modules:
         for name, tensor in module.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
