@@ -1,7 +1,8 @@
 """Reference features for `shapes-fid`, cached by content hash.
 
-The reference set is the 'ref' split of the class-conditional shapes data (disjoint from the
-training split), rendered at the samples' size. Its feature-net features are cached under
+The reference set is the 'ref' split of the class-conditional shapes data (the test reference) or
+its 'val' split (the validation reference `lab tune` selects settings on; disjoint from 'ref' and
+from the training split), rendered at the samples' size. Its feature-net features are cached under
 `cache_dir()/shapes-ref/<key>.npz`, where the key hashes the reference pixels themselves and the
 feature network's weights: a change to the renderer, the data parameters or the network gives a
 new key, and an unchanged reference is never recomputed.
@@ -34,9 +35,10 @@ class ReferenceFeatures:
     cached: bool  # True when read from the cache
 
 
-def reference_images(n: int, size: int, seed: int) -> np.ndarray:
-    """The first n 'ref' split images as NHWC uint8 (classes balanced by index)."""
-    data = class_dataset("ref", n, size, seed)
+def reference_images(n: int, size: int, seed: int, split: str = "ref") -> np.ndarray:
+    """The first n images of a reference split ('ref' = test, 'val' = validation) as NHWC uint8
+    (classes balanced by index)."""
+    data = class_dataset(split, n, size, seed)
     return np.stack([data.scene(i).image for i in range(n)])
 
 
@@ -48,9 +50,9 @@ def reference_key(images: np.ndarray, weights_digest: str) -> str:
 
 
 def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: int, seed: int,
-                   batch_size: int = 256) -> ReferenceFeatures:
+                   batch_size: int = 256, split: str = "ref") -> ReferenceFeatures:
     """Reference features and Gaussian statistics, from the cache when the content matches."""
-    images = reference_images(n, size, seed)
+    images = reference_images(n, size, seed, split)
     key = reference_key(images, weights_digest)
     path = cache_dir() / "shapes-ref" / f"{key}.npz"
     if path.exists():
