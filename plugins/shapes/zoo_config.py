@@ -53,7 +53,7 @@ class ZooConfig:
         dim=64, n_layer=2, n_head=4, multiple_of=32, token_dropout_p=0.0, resid_dropout_p=0.0,
         ffn_dropout_p=0.0, class_dropout_prob=0.1,
     ))
-    c2i_small_optim: OptimConfig = OptimConfig(steps=4000, batch_size=32, lr=6e-3, warmup=30)
+    c2i_small_optim: OptimConfig = OptimConfig(steps=2000, batch_size=32, lr=6e-3, warmup=30)
     # quality figures: held-out reconstructions, c2i samples per class, t2i samples per prompt
     n_recon_eval: int = 300
     c2i_samples_per_class: int = 10

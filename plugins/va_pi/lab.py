@@ -203,3 +203,30 @@ def tune(
         ci_reps=ci_reps, runs_dir=runs_dir, results_dir=results_dir, device=device, batch_size=batch_size,
     )
     run_tune(setup, run=_run)
+
+
+@lab_app.command("temperature")
+def temperature_sweep(
+    model: str = typer.Option("shapes-c2i", "--model", "-m"),
+    task: str = typer.Option("shapes-fid", "--task", "-t"),
+    temperatures: str = typer.Option("1.0,0.9,0.8", "--temperatures"),
+    seeds: str = typer.Option("0", "--seeds"),
+    set_: list[str] = typer.Option([], "--set", help="task./model. overrides (e.g. task.n=1000, task.cfg=without)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    device: str = typer.Option("cpu", "--device"),
+    batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
+) -> None:
+    """The base model sampled at several temperatures: how much headroom does sharpening alone give?
+    Writes results/temperature-<model>-<task>.csv (appending; one row per temperature x seed x variant)."""
+    overrides = baseline_overrides(_parse_sets(set_))
+    rows: list[dict[str, Any]] = []
+    for seed in map(int, _split(seeds)):
+        for temperature in _split(temperatures):
+            got = _run(model, "none", task, seed, {**overrides, "sampling.temperature": temperature}, runs_dir,
+                       results_dir, device, leaderboard=False, batch_size=batch_size)
+            rows += [{**r, "sweep_temperature": float(temperature)} for r in got]
+            console.print(f"{model} T={temperature} seed {seed}: "
+                          + ", ".join(f"{r['variant']} {k}={r[k]:.4g}" for r in got for k in ("fid",) if k in r))
+    append_rows(results_dir / f"temperature-{model}-{task}.csv", rows)
+    console.print(f"appended {len(rows)} rows to {results_dir / f'temperature-{model}-{task}.csv'}")

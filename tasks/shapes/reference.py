@@ -9,6 +9,7 @@ new key, and an unchanged reference is never recomputed.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +36,11 @@ class ReferenceFeatures:
     cached: bool  # True when read from the cache
 
 
+@functools.lru_cache(maxsize=4)
 def reference_images(n: int, size: int, seed: int, split: str = "ref") -> np.ndarray:
     """The first n images of a reference split ('ref' = test, 'val' = validation) as NHWC uint8
-    (classes balanced by index)."""
+    (classes balanced by index). Kept in memory: a lab process scores many runs against the same
+    reference, and rendering it is what computes its cache key."""
     data = class_dataset(split, n, size, seed)
     return np.stack([data.scene(i).image for i in range(n)])
 
