@@ -301,12 +301,16 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
                 show_progress: bool = True) -> dict[str, Any]:
     """Train one extra model of an existing zoo (its build seed; the zoo's VQ for c2i-small) and add
     it to the manifest; the zoo's other files are untouched."""
-    from .zoo_files import read_manifest
+    from .zoo_files import read_manifest, verify_file
 
     if only not in EXTRA_STAGES:
         raise ValueError(f"zoo build --only: choose one of {', '.join(EXTRA_STAGES)}, got {only!r}.")
     root = zoo_dir_or_default(out_dir)
-    manifest = read_manifest(root)
+    manifest = read_manifest(root, verify=False)
+    rebuilt = FILES["rewardnet" if only == "reward-net" else "c2i-small"]
+    for name, record in manifest["files"].items():
+        if name != rebuilt:  # the file being (re)built may be missing or stale
+            verify_file(root / name, record)
     cfg = config or preset(bool(manifest.get("quick")))
     seed = int(manifest["seed"])
     progress = make_progress(disable=not show_progress)
@@ -314,7 +318,6 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
     with torch.random.fork_rng(devices=[]), progress, _staging(root) as staging:
         if only == "reward-net":
             part = train_reward_net(cfg, seed, stages, staging)
-            name = FILES["rewardnet"]
         else:
             from .zoo_files import load_vq
 
@@ -328,8 +331,7 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
                 tokens = encode_dataset(vq, sets.class_images, on_batch=step)
             part = train_c2i_small(cfg, seed, stages, staging, vq.config.codebook_size,
                                    vq.grid_size(cfg.image_size), tokens, sets.class_labels)
-            name = FILES["c2i-small"]
-        manifest["files"][name] = file_record(staging / name)
+        manifest["files"][rebuilt] = file_record(staging / rebuilt)
         manifest["models"].update(part["models"])
         manifest["losses"].update(part["losses"])
         manifest["config"] = {**manifest["config"], **{k: v for k, v in cfg.as_dict().items()
@@ -338,7 +340,7 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
         total = sum(r["bytes"] for r in manifest["files"].values())
         if total > MAX_TOTAL_BYTES:
             raise ValueError(f"the zoo would weigh {total} bytes, over the {MAX_TOTAL_BYTES} bytes the repository allows.")
-        os.replace(staging / name, root / name)
+        os.replace(staging / rebuilt, root / rebuilt)
         atomic_write_json(root / MANIFEST, manifest)
     return manifest
 

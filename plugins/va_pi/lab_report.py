@@ -124,7 +124,8 @@ def run_tune(setup: TuneSetup, run: RunFn) -> None:
         row["tuned_on"] = " ".join(f"{k}={v}" for k, v in setup.validate.items()) if row["lr"] != "" else ""
     write_report(setup, base, validation_rows, test_rows)
     append_rows(leaderboard_path(setup.results_dir, setup.task),
-                [{k: v for k, v in r.items() if k not in ("entropy", "heldout_ce")} for r in test_rows])
+                [{k: v for k, v in r.items() if k not in ("entropy", "heldout_ce", "matched_temperature")}
+                 for r in test_rows])
 
 
 # ---- the temperature control ------------------------------------------------------------------
@@ -174,10 +175,13 @@ def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], tes
                 if row["run_id"] == run_id:
                     row["entropy"], row["heldout_ce"] = s.entropy, s.heldout_ce
         entropy = float(np.mean([s.entropy for _, s in stats]))
-        temperature = round(matching_temperature(base_logits, entropy), 3)
+        temperature = round(matching_temperature(base_logits, entropy), 2)
         console.print(f"{lab.label}: teacher-forced entropy {entropy:.4f} = base at T={temperature:g}")
+        for row in test_rows:
+            if row["label"] == lab.label:
+                row["matched_temperature"] = temperature
         if temperature == 1.0:
-            continue  # the base itself is the control
+            continue  # the base itself is the control (to two decimals)
         over = {**base_over, "sampling.temperature": f"{temperature:g}"}
         for seed in setup.seeds:
             out += [{**r, "label": f"T-control:{lab.label}", "lr": "", "lr_grid": "", "control_temperature": temperature}
@@ -236,10 +240,10 @@ def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, An
         row: dict[str, Any] = {"model": setup.model, "task": setup.task, "label": label, "variant": variant,
                                "seeds": int(part["seed"].nunique()), "lr": part["lr"].iloc[0],
                                "lr_grid": part["lr_grid"].iloc[0]}
-        for metric in SUMMARY_METRICS + ("entropy", "heldout_ce", "control_temperature"):
+        for metric in SUMMARY_METRICS + ("entropy", "heldout_ce", "matched_temperature", "control_temperature"):
             if metric in part and pd.api.types.is_numeric_dtype(part[metric]) and part[metric].notna().any():
                 row[f"{metric}_mean"], row[f"{metric}_std"] = part[metric].mean(), part[metric].std()
-        if stat is not None:
+        if stat is not None and label != "none":
             others = {ref: ref for ref in REFERENCES}
             others["control"] = f"T-control:{label}"
             for name, other in others.items():
