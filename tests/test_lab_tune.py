@@ -59,11 +59,13 @@ def test_tune_gives_every_grid_point_one_try_on_validation_then_seeds_on_test(tm
         raise SystemExit(0)
     assert info.value.code == 0
     res = tmp_path / "res"
-    validation = pd.read_csv(res / "lab-fixture-palette-fixture-colour-validation.csv")
-    assert sorted(validation["lr"]) == [0.01, 0.1, 1.0] and set(validation["seed"]) == {0}
-    assert set(validation["n_samples"]) == {24}
+    every = pd.read_csv(res / "lab-fixture-palette-fixture-colour-validation.csv")
+    assert set(every["n_samples"]) == {24} and set(every["seed"]) == {0}
+    assert every["label"].tolist().count("none") == 1  # the base, scored on validation too
+    validation = every[every["label"] == "fixture-sft"]
+    assert sorted(validation["lr"]) == [0.01, 0.1, 1.0]
     best = validation.sort_values(["accuracy", "lr"], ascending=[False, True]).iloc[0]["lr"]
-    assert validation.loc[validation["chosen"], "lr"].tolist() == [best]
+    assert validation.loc[validation["chosen"].astype(str) == "True", "lr"].tolist() == [best]
     board = pd.read_csv(res / "leaderboard-fixture-colour.csv")
     tuned = board[board["label"] == "fixture-sft"]
     assert sorted(tuned["seed"]) == [0, 1] and set(tuned["lr"]) == {best} and set(tuned["n_samples"]) == {16}

@@ -102,6 +102,11 @@ def run_tune(setup: TuneSetup, run: RunFn) -> None:
     for seed in setup.seeds:
         test_rows += [{**r, "label": "none", "lr": "", "lr_grid": ""}
                       for r in run(setup.model, "none", setup.task, seed, base_over, **common)]
+    # the base on the validation setting too: what the grid points are read against
+    validation_rows += [{**r, "label": "none", "lr": "", "lr_grid": "", "chosen": ""}
+                        for r in run(setup.model, "none", setup.task, setup.tune_seed,
+                                     {**base_over, **{k: v for k, v in setup.validate.items() if k.startswith("task.")}},
+                                     **common)]
     for lab in labs:
         scores: dict[float, float] = {}
         tried = []
