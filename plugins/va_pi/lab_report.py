@@ -124,7 +124,7 @@ def run_tune(setup: TuneSetup, run: RunFn) -> None:
             test_rows += [{**r, "label": lab.label, "lr": chosen, "lr_grid": grid_text}
                           for r in run(setup.model, lab.method, setup.task, seed, over, **common)]
     if setup.controls:
-        test_rows += temperature_controls(setup, base, labs, test_rows, run, common, base_over)
+        test_rows += temperature_controls(setup, base, labs, test_rows, run, common, base_over, validation_rows)
     for row in test_rows:
         row["tuned_on"] = " ".join(f"{k}={v}" for k, v in setup.validate.items()) if row["lr"] != "" else ""
     write_report(setup, base, validation_rows, test_rows)
@@ -160,31 +160,44 @@ def _heldout(setup: TuneSetup, generator: Any) -> tuple[Any, list[Any]]:
 
 
 def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], test_rows: list[dict[str, Any]],
-                         run: RunFn, common: dict[str, Any], base_over: dict[str, str]) -> list[dict[str, Any]]:
+                         run: RunFn, common: dict[str, Any], base_over: dict[str, str],
+                         validation_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per trained label: the mean teacher-forced entropy of its fine-tuned policies, the base
-    temperature with that entropy, and the base sampled there on every test seed."""
-    from .temperature import matching_temperature, policy_stats, teacher_forced_logits
+    temperature with that entropy, and the base sampled there on every test seed. Every grid point
+    of the validation table gets its entropy and matched temperature too (how far each lr moved
+    the policy)."""
+    from .temperature import entropy_at, matching_temperature, policy_stats, teacher_forced_logits
 
     images, conditions = _heldout(setup, base)
-    base_logits, _ = teacher_forced_logits(base, images, conditions)
-    out = []
-    for lab in labs:
+    base_logits, base_tokens = teacher_forced_logits(base, images, conditions)
+    from .objective import teacher_forced_ce
+
+    base_stats = {"entropy": entropy_at(base_logits), "heldout_ce": float(teacher_forced_ce(base_logits, base_tokens))}
+    for row in test_rows + validation_rows:
+        if row["label"] == "none":
+            row.update(base_stats)
+
+    def annotate(rows: list[dict[str, Any]], label: str) -> list[Any]:
         stats = []
-        for run_id in dict.fromkeys(r["run_id"] for r in test_rows if r["label"] == lab.label):
+        for run_id in dict.fromkeys(r["run_id"] for r in rows if r["label"] == label):
             weights = setup.runs_dir / "finetune" / _run_record(setup.runs_dir, run_id)["stage_keys"]["finetune"] / "weights"
             tuned = _generator(setup)
             tuned.load_finetuned(weights)
             stats.append((run_id, policy_stats(tuned, images, conditions)))
-        for row in test_rows:
+        for row in rows:
             for run_id, s in stats:
                 if row["run_id"] == run_id:
                     row["entropy"], row["heldout_ce"] = s.entropy, s.heldout_ce
+                    row["matched_temperature"] = round(matching_temperature(base_logits, s.entropy), 3)
+        return stats
+
+    out = []
+    for lab in labs:
+        annotate(validation_rows, lab.label)
+        stats = annotate(test_rows, lab.label)
         entropy = float(np.mean([s.entropy for _, s in stats]))
         temperature = round(matching_temperature(base_logits, entropy), 2)
         console.print(f"{lab.label}: teacher-forced entropy {entropy:.4f} = base at T={temperature:g}")
-        for row in test_rows:
-            if row["label"] == lab.label:
-                row["matched_temperature"] = temperature
         if temperature == 1.0:
             continue  # the base itself is the control (to two decimals)
         over = {**base_over, "sampling.temperature": f"{temperature:g}"}
