@@ -28,7 +28,7 @@ bash scripts/setup.sh
 VB=.venv/bin/vapi-bench
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON=(--set task.n=1000 --batch-size 250 --runs-dir runs --results-dir "$RESULTS")
-CI=(--ci-reps 300)
+CI=(--ci-reps 200)
 METHODS=sft,va-pi
 CFG=(--set task.cfg=without)
 if [ "$FULL" = 1 ]; then
