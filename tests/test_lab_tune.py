@@ -122,3 +122,13 @@ def test_matching_temperature_recovers_the_temperature_of_an_entropy():
         assert abs(matching_temperature(logits, entropy_at(logits, t)) - t) < 1e-3
     with pytest.raises(UsageError, match="outside"):
         matching_temperature(logits, math.log(32) + 1)
+
+
+def test_temperature_sweep_writes_one_row_per_temperature_and_seed(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["lab", "temperature", "-m", "fixture-palette", "-t", "fixture-colour", "--temperatures", "1.0,0.5",
+              "--seeds", "0", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")])
+        raise SystemExit(0)
+    assert info.value.code == 0
+    rows = pd.read_csv(tmp_path / "res" / "temperature-fixture-palette-fixture-colour.csv")
+    assert sorted(rows["sweep_temperature"]) == [0.5, 1.0] and sorted(rows["temperature"]) == [0.5, 1.0]
