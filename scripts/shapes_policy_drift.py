@@ -23,7 +23,7 @@ from vapi_bench import load_generator
 from vapi_bench.errors import CheckpointError
 from vapi_bench.plugins.shapes.data import class_dataset
 from vapi_bench.plugins.shapes.zoo_train import images_to_float
-from vapi_bench.plugins.va_pi.objective import teacher_forced_ce
+from vapi_bench.plugins.va_pi.temperature import policy_stats
 from vapi_bench.store import write_csv
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -51,13 +51,9 @@ def _settings(params: dict) -> str:
     return " ".join(f"{k}={params[k]}" for k in keys if k in params)
 
 
-@torch.no_grad()
 def drift(generator, images: torch.Tensor, labels: list[int]) -> tuple[float, float]:
-    tokens = generator.encode(images).long()
-    logits = generator.teacher_forced_logits(tokens, generator.prepare_conditions(labels)).float()
-    logp = torch.log_softmax(logits, dim=-1)
-    entropy = -(logp.exp() * logp).sum(-1).mean().item()
-    return teacher_forced_ce(logits, tokens).item(), entropy
+    stats = policy_stats(generator, images, labels)
+    return stats.heldout_ce, stats.entropy
 
 
 def main() -> None:

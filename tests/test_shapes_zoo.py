@@ -87,6 +87,8 @@ def test_class_captions_alternate_single_object_and_colors_prompts_the_encoder_r
 
 # ---- quick build ----------------------------------------------------------------------------
 
+QUICK_SMALL_DIM = 16  # zoo_config.QUICK's c2i_small_gpt width
+
 
 def _cli(args: list[str]) -> None:
     """Run `vapi-bench <args>` in-process; it must succeed."""
@@ -113,7 +115,7 @@ def test_quick_build_writes_every_file_and_a_complete_manifest(quick_zoos):
     manifest = json.loads((root / MANIFEST).read_text())
     assert sorted(manifest["files"]) == sorted(FILES.values())
     assert manifest["seed"] == 3 and manifest["quick"] is True
-    assert set(manifest["losses"]) == {"vq", "c2i", "t2i", "featnet"}
+    assert set(manifest["losses"]) == {"vq", "c2i", "t2i", "featnet", "c2i-small", "rewardnet"}
     assert all(isinstance(v, float) for stage in manifest["losses"].values() for v in stage.values())
     assert len(manifest["data"]["sha256"]) == 64
     gates = manifest["quality"]["gates"]
@@ -181,3 +183,45 @@ def test_zoo_show_reports_files_and_gates(quick_zoos, capsys):
     _cli(["zoo", "show", "--dir", str(quick_zoos[0])])
     text = capsys.readouterr().out
     assert "c2i.safetensors" in text and "ok" in text and "c2i_class_accuracy" in text
+
+
+def test_only_reward_net_rebuilds_that_file_alone_and_reproduces_it(quick_zoos, tmp_path):
+    """`zoo build --only reward-net` into an existing zoo: the same bytes as the full build (same
+    seed), the other files and their manifest records untouched."""
+    root = tmp_path / "zoo"
+    shutil.copytree(quick_zoos[0], root)
+    before = json.loads((root / MANIFEST).read_text())
+    (root / FILES["rewardnet"]).unlink()
+    _cli(["zoo", "build", "--only", "reward-net", "--quick", "--out", str(root)])
+    after = json.loads((root / MANIFEST).read_text())
+    assert after["files"] == before["files"]
+    assert sha256_file(root / FILES["rewardnet"]) == before["files"][FILES["rewardnet"]]["sha256"]
+
+
+def test_reward_network_is_not_the_evaluation_network(quick_zoos):
+    """shapes-perceptual (the reward) reads rewardnet, narrower than featnet (shapes-fid's)."""
+    from vapi_bench.plugins.shapes.features import load_feature_net
+    from vapi_bench.plugins.shapes.perceptual import ShapesPerceptual
+    from vapi_bench.plugins.shapes.zoo_config import QUICK
+
+    root, _ = quick_zoos
+    reward = ShapesPerceptual(weights=root / FILES["rewardnet"])
+    evaluation = load_feature_net(root / FILES["featnet"])
+    assert reward.net.widths == tuple(QUICK.rewardnet_widths) != evaluation.widths
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert reward(image, image.flip(0)).shape == (2,)
+
+
+def test_small_base_and_head_scale(quick_zoos):
+    """shapes-c2i-small loads its own GPT; head_scale divides the logits exactly."""
+    root, _ = quick_zoos
+    small = load_generator("shapes-c2i-small", zoo_dir=str(root))
+    assert small.family == "shapes-c2i-small" and small.policy.config.dim == QUICK_SMALL_DIM
+    plain = load_generator("shapes-c2i", zoo_dir=str(root))
+    scaled = load_generator("shapes-c2i", zoo_dir=str(root), head_scale=1.25)
+    tokens = plain.sample([0, 3], seeds=[1, 2], recipe=plain.default_recipe)
+    cond = plain.prepare_conditions([0, 3])
+    with torch.no_grad():
+        ratio = plain.teacher_forced_logits(tokens, cond) / scaled.teacher_forced_logits(tokens, cond)
+    assert torch.allclose(ratio, torch.full_like(ratio, 1.25), rtol=1e-4)
+    assert scaled.describe()["head_scale"] == 1.25

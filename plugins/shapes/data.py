@@ -8,7 +8,7 @@ Two datasets serve the shapes world:
 
 Item i of a split is drawn from its own generator seeded by derive_seed(seed, i, stream), with a
 different stream per (dataset kind, split), so items are independent of access order and the
-train / test / ref splits never share a scene. Rendering is numpy-only and hard-edged (no
+train / test / ref / val splits never share a scene. Rendering is numpy-only and hard-edged (no
 anti-aliasing): every pixel is either background or exactly one object, which is what lets the
 classical detector in `detector.py` be exact on clean renders.
 """
@@ -38,8 +38,9 @@ from .vocab import (
     with_article,
 )
 
-Split = Literal["train", "test", "ref"]
-SPLITS: tuple[str, ...] = ("train", "test", "ref")
+Split = Literal["train", "test", "ref", "val"]
+#: 'ref' is shapes-fid's test reference, 'val' its validation reference (lab tune chooses settings on it)
+SPLITS: tuple[str, ...] = ("train", "test", "ref", "val")
 SIZES: tuple[int, ...] = (32, 64)
 
 # Geometry in pixels at 32x32; scaled linearly for other sizes.

@@ -12,7 +12,7 @@ def _params(default_n: int) -> tuple[Param, ...]:
         Param("n", int, default_n, "number of images"),
         Param("size", int, 32, "image size in pixels", choices=SIZES),
         Param("seed", int, 0, "data seed (item i is drawn from derive_seed(seed, i, split stream))"),
-        Param("split", str, "train", "train / test / ref (disjoint seed streams)", choices=SPLITS),
+        Param("split", str, "train", "train / test / ref / val (disjoint seed streams)", choices=SPLITS),
     )
 
 

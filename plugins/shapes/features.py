@@ -4,11 +4,15 @@ It is trained to classify a single-object image's class (shape x colour), positi
 the centre) and size (3 bins of the radius), so its penultimate features encode exactly what the
 shapes world varies. `features` (128-d, standardised, pre-activation) feed FID / KID /
 precision-recall, `logits` (the class head) feed the Inception Score and the class-accuracy
-check, and the stage activations feed the LPIPS-like `ShapesPerceptual` scorer.
+check. That network, featnet, is for evaluation only. The perceptual reward (`ShapesPerceptual`,
+shapes-perceptual) reads the stage activations of a second network of the same design, the reward
+network (narrower stages, its own initialisation and training images), so that no method is
+trained on the very features it is scored with.
 
 The network is also registered with torch-fidelity as the feature extractor 'shapes-featnet',
 so `torch_fidelity.calculate_metrics(..., feature_extractor='shapes-featnet')` works on shapes.
-Weights ship in plugins/shapes/zoo/featnet.safetensors (written by `vapi-bench zoo build`).
+Weights ship in plugins/shapes/zoo/featnet.safetensors and rewardnet.safetensors (written by
+`vapi-bench zoo build`).
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ GRID = 3  # position bins per axis
 SIZE_BINS = 3
 FIDELITY_NAME = "shapes-featnet"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "zoo" / "featnet.safetensors"
+#: the perceptual reward's network (never used by an evaluation task)
+REWARD_WEIGHTS = Path(__file__).resolve().parent / "zoo" / "rewardnet.safetensors"
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -52,9 +58,10 @@ class ShapesFeatureNet(nn.Module):
     to 32 px with antialiasing); inputs go to the network's device.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, widths: tuple[int, int, int, int] = WIDTHS) -> None:
         super().__init__()
-        w1, w2, w3, w4 = WIDTHS
+        self.widths = tuple(widths)
+        w1, w2, w3, w4 = self.widths
         self.stages = nn.ModuleList([
             nn.Sequential(*_conv(3, w1), *_conv(w1, w1)),
             nn.Sequential(nn.AvgPool2d(2), *_conv(w1, w2), *_conv(w2, w2)),
@@ -142,11 +149,20 @@ def load_feature_net(path: Path | str | None = None, device: torch.device | str 
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for corrupt files
         raise CheckpointError(f"Cannot read shapes feature network weights {path}: {exc}") from None
-    net = ShapesFeatureNet()
+    net = ShapesFeatureNet(stage_widths(state))
     _check_state(net, state, path)
     net.load_state_dict(state)
     net.requires_grad_(False)
     return net.to(device).eval()
+
+
+def stage_widths(state: dict[str, torch.Tensor]) -> tuple[int, int, int, int]:
+    """The four stage widths of a feature-net state dict (the evaluation network and the reward
+    network share the architecture but not the widths), read from each stage's first conv."""
+    keys = ("stages.0.0.weight", "stages.1.1.weight", "stages.2.1.weight", "stages.3.1.weight")
+    if not all(k in state and state[k].ndim == 4 for k in keys):
+        return WIDTHS  # not a feature net: _check_state names what is missing
+    return tuple(int(state[k].shape[0]) for k in keys)  # type: ignore[return-value]
 
 
 def _check_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -207,6 +223,7 @@ def train_feature_net(
     *,
     batch_size: int = 64,
     lr: float = 2e-3,
+    widths: tuple[int, int, int, int] = WIDTHS,
     device: torch.device | str = "cpu",
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -221,7 +238,7 @@ def train_feature_net(
     if not hasattr(dataset, "scene") or len(dataset) == 0:
         raise DataError("train_feature_net needs a non-empty class-conditional shapes dataset (class_dataset(...)).")
     torch.manual_seed(seed)
-    net = ShapesFeatureNet().to(device).train()
+    net = ShapesFeatureNet(widths).to(device).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1))
     picker = torch_generator(seed)

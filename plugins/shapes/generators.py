@@ -1,4 +1,5 @@
-"""The shapes world's generators, `shapes-c2i` and `shapes-t2i`: tiny LlamaGen models from the zoo.
+"""The shapes world's generators, `shapes-c2i`, `shapes-c2i-small` and `shapes-t2i`: tiny LlamaGen
+models from the zoo.
 
 They are `LlamaGenGenerator`s built from the zoo's VQ and GPT files, so sampling, teacher forcing,
 fine-tuning and checkpointing run through exactly the code that serves the real LlamaGen models;
@@ -24,6 +25,7 @@ from .zoo_files import FILES, load_gpt, load_vq, read_manifest, word_encoder, zo
 DEFAULT_RECIPES: dict[str, SamplingRecipe] = {
     "c2i": SamplingRecipe(cfg_scale=2.0),
     "t2i": SamplingRecipe(cfg_scale=2.0),
+    "c2i-small": SamplingRecipe(cfg_scale=2.0),
 }
 
 
@@ -40,6 +42,9 @@ MODELS: dict[str, ShapesModel] = {
     for m in (
         ShapesModel("shapes-c2i", "c2i", "shapes-c2i",
                     "tiny LlamaGen class-conditional GPT + VQ on the shapes world (24 classes, 32 px, zoo weights)"),
+        ShapesModel("shapes-c2i-small", "c2i-small", "shapes-c2i",
+                    "under-capacity class-conditional GPT (dim 64, 2 layers) trained to convergence on the same "
+                    "tokens: over-dispersed without CFG, as small LlamaGen models are (zoo weights)"),
         ShapesModel("shapes-t2i", "t2i", "shapes-captions",
                     "tiny LlamaGen text-to-image GPT + VQ on shapes captions (word encoder, 32 px, zoo weights)"),
     )
@@ -49,26 +54,39 @@ PARAMS: tuple[Param, ...] = (
     Param("zoo_dir", str, "", "zoo directory with manifest.json and the safetensors files (default: the shipped zoo)"),
     Param("precision", str, "fp32", "sampling precision (bf16 = autocast on the model's device)",
           choices=tuple(PRECISIONS)),
+    Param("head_scale", float, 1.0, "divide the loaded GPT's output head (hence its logits) by this: 1.2 makes "
+          "the zoo GPT over-dispersed, a synthetic control for a base with temperature headroom (applies to "
+          "the weights loaded, zoo or --checkpoint; fine-tuned weights are saved already scaled)"),
 )
 
 
 def build_shapes_generator(
     name: str, *, checkpoint: str | None = None, device: torch.device | str = "cpu", zoo_dir: str = "",
-    precision: str = "fp32",
+    precision: str = "fp32", head_scale: float = 1.0,
 ) -> LlamaGenGenerator:
     """Build a registered shapes generator from a zoo; `checkpoint` replaces the zoo's GPT weights."""
     if name not in MODELS:
         raise UsageError(f"unknown shapes model {name!r}; known: {sorted(MODELS)}.")
+    if not head_scale > 0:
+        raise UsageError(f"model '{name}': head_scale must be positive, got {head_scale!r}.")
     model = MODELS[name]
     root = zoo_dir_or_default(zoo_dir)
     manifest = read_manifest(root)
     vq = load_vq(root, manifest)
+    if model.kind not in manifest["models"]:
+        raise UsageError(f"model '{name}': the zoo at {root} has no {FILES[model.kind]}; add it with "
+                         f"`vapi-bench zoo build --only {model.kind}`.")
     gpt = load_gpt(root, manifest, model.kind, weights=checkpoint)
+    if head_scale != 1.0:
+        with torch.no_grad():
+            gpt.output.weight.div_(head_scale)
     extra: dict[str, Any] = {
         "zoo_dir": str(root),
         "zoo_seed": manifest["seed"],
         "zoo_files": {f: manifest["files"][f]["sha256"] for f in (FILES["vq"], FILES[model.kind])},
     }
+    if head_scale != 1.0:
+        extra["head_scale"] = head_scale
     if checkpoint:
         extra["checkpoint"] = str(checkpoint)  # its digest is the core's (runner: checkpoint_sha256)
     text_encoder = word_encoder(manifest) if model.kind == "t2i" else None

@@ -1,7 +1,9 @@
-"""`shapes-perceptual`: an LPIPS-like distance computed with the shapes feature network.
+"""`shapes-perceptual`: an LPIPS-like distance computed with the shapes reward network.
 
 LPIPS compares unit-normalised deep activations of two images. The shapes world has no
-pretrained VGG/AlexNet, so this scorer uses the shapes feature network's four conv stages
+pretrained VGG/AlexNet, so this scorer uses the four conv stages of the zoo's reward network
+(rewardnet.safetensors: a feature network trained separately from, and narrower than, the
+evaluation network that shapes-fid scores with; a reward must not be the metric's features)
 instead, with LPIPS's un-learned form ("lpips=False" in the official package): per layer,
 normalise each spatial position's channel vector to unit length, take the squared difference,
 sum over channels, average over space; then sum over layers. Differentiable in `pred`, so methods
@@ -34,10 +36,10 @@ class ShapesPerceptual(Scorer):
     differentiable = True
 
     def __init__(self, net: "ShapesFeatureNet | None" = None, weights: str | Path | None = None) -> None:
-        from .features import load_feature_net  # torch-fidelity + torchvision: import on use
+        from .features import REWARD_WEIGHTS, load_feature_net  # torch-fidelity + torchvision: import on use
 
         super().__init__()
-        self.net = net if net is not None else load_feature_net(weights)
+        self.net = net if net is not None else load_feature_net(weights or REWARD_WEIGHTS)
         self.net.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> "ShapesPerceptual":
@@ -66,6 +68,7 @@ def register_scorers_impl(register) -> None:
     register(Entry(
         "shapes-perceptual",
         factory=_build,
-        summary="LPIPS-like distance on the shapes feature network's activations (differentiable)",
-        params=(Param("weights", str, "", "feature-net .safetensors (default: the zoo's featnet)"),),
+        summary="LPIPS-like distance on the shapes reward network's activations (differentiable)",
+        params=(Param("weights", str, "", "feature-net .safetensors (default: the zoo's reward network, "
+                      "rewardnet.safetensors; never the evaluation network featnet)"),),
     ))

@@ -1,9 +1,10 @@
 """Verifiable rewards of the shapes world (scorer plugins, `higher_is_better`, no download).
 
 - `shapes-class-prob` (c2i): a feature network's softmax probability of the requested class.
-  Its network is a parameter; the default is `REWARD_NETWORK`, today the zoo's featnet, which is
-  also the metric's network (shapes-fid's features and class accuracy). A separately trained reward
-  network replaces it by changing that one line.
+  Its network is a parameter; the default is `REWARD_NETWORK`, the zoo's reward network
+  (rewardnet.safetensors: its own architecture widths, seed and training images), never the
+  featnet that computes shapes-fid's features and class accuracy: a method is not trained on the
+  network it is scored with.
 - `shapes-geneval` (t2i): the exact shapes detector's GenEval verdict on the image for its prompt,
   1.0 if correct else 0.0, by the shapes-geneval task's own `score_image` (the same detector, the
   same GenEval rules, the same options), so the reward is exactly the task's per-image correctness.
@@ -20,11 +21,11 @@ from vapi_bench.imageio import to_uint8
 from vapi_bench.interfaces import Condition, Entry, Scorer
 from vapi_bench.params import Param
 
-from .features import DEFAULT_WEIGHTS, load_feature_net
+from .features import REWARD_WEIGHTS, load_feature_net
 from .vocab import NUM_CLASSES
 
 #: The c2i reward's network weights when none is given.
-REWARD_NETWORK: Path = DEFAULT_WEIGHTS
+REWARD_NETWORK: Path = REWARD_WEIGHTS
 
 
 def _conditions(conditions: Sequence[Condition] | None, count: int, kind: type, name: str) -> list:
@@ -96,7 +97,7 @@ def reward_entries() -> list[Entry]:
     return [
         Entry("shapes-class-prob", factory=lambda weights="": ShapesClassProbability(weights or None),
               params=(Param("weights", str, "", "feature-network .safetensors (default: REWARD_NETWORK, "
-                            "the zoo's featnet)"),),
+                            "the zoo's reward network, not the evaluation featnet)"),),
               summary="reward: a shapes feature network's probability of the requested class (c2i)"),
         Entry("shapes-geneval", factory=ShapesGenEvalReward,
               summary="reward: the exact shapes detector's GenEval correctness of the image for its prompt "

@@ -218,6 +218,9 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
                                        warm_start=c2i if cfg.t2i_from_c2i else None)
     save_module(out / FILES["t2i"], t2i)
 
+    c2i_small = train_c2i_small(cfg, seed, stages, out, vq_cfg.codebook_size, side, class_tokens, labels)
+    reward = train_reward_net(cfg, seed, stages, out)
+
     featnet_seed = derive_seed(seed, 0, "zoo/featnet")
     featnet_losses: list[float] = []
 
@@ -238,6 +241,7 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
             "c2i": {"config": c2i_cfg.as_dict()},
             "t2i": {"config": t2i_cfg.as_dict(), "text_encoder": encoder.describe(),
                     "warm_start": "c2i" if cfg.t2i_from_c2i else None},
+            **c2i_small["models"], **reward["models"],
         },
         "data": {
             "sha256": sets.sha256,
@@ -251,8 +255,94 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
             "c2i": c2i_losses,
             "t2i": t2i_losses,
             "featnet": {"loss": sum(tail) / len(tail)} if tail else {},
+            **c2i_small["losses"], **reward["losses"],
         },
     }
+
+
+def train_c2i_small(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, vocab_size: int, side: int,
+                    class_tokens: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """The under-capacity c2i GPT (`shapes-c2i-small`) on the zoo's class tokens; returns its
+    manifest models / losses entries."""
+    small_cfg = GPTConfig(**cfg.c2i_small_gpt, model_type="c2i", num_classes=NUM_CLASSES,
+                          vocab_size=vocab_size, block_size=side * side)
+    gpt, losses = _train_gpt_stage(stages, "train c2i-small GPT", small_cfg, class_tokens, lambda rows: labels[rows],
+                                   cfg.c2i_small_optim, cfg.bf16, derive_seed(seed, 0, "zoo/c2i-small"))
+    save_module(out / FILES["c2i-small"], gpt)
+    return {"models": {"c2i-small": {"config": small_cfg.as_dict()}}, "losses": {"c2i-small": losses}}
+
+
+def train_reward_net(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[str, Any]:
+    """The perceptual reward's own feature network: narrower than featnet, its own initialisation
+    and its own draw of training images; returns its manifest models / losses entries."""
+    net_seed = derive_seed(seed, 0, "zoo/rewardnet")
+    data_seed = seed + cfg.rewardnet_data_seed_offset
+    losses: list[float] = []
+    with stages.stage("train reward net", cfg.rewardnet_steps) as step:
+        def on_step(index: int, loss: float) -> None:
+            losses.append(loss)
+            step(1, f"loss {loss:.4f}")
+
+        state = train_feature_net(class_dataset("train", cfg.n_class_images, cfg.image_size, data_seed),
+                                  steps=cfg.rewardnet_steps, seed=net_seed, widths=cfg.rewardnet_widths,
+                                  on_step=on_step)
+    meta = {"seed": net_seed, "data_seed": data_seed, "steps": cfg.rewardnet_steps,
+            "widths": list(cfg.rewardnet_widths), "role": "perceptual reward (shapes-perceptual)"}
+    save_feature_net(state, out / FILES["rewardnet"], meta=meta)
+    tail = losses[-max(len(losses) // 10, 1):]
+    return {"models": {"rewardnet": meta}, "losses": {"rewardnet": {"loss": sum(tail) / len(tail)} if tail else {}}}
+
+
+#: stages `zoo build --only` can (re)build into an existing zoo, leaving its other files alone
+EXTRA_STAGES = ("reward-net", "c2i-small")
+
+
+def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | None = None,
+                show_progress: bool = True) -> dict[str, Any]:
+    """Train one extra model of an existing zoo (its build seed; the zoo's VQ for c2i-small) and add
+    it to the manifest; the zoo's other files are untouched."""
+    from .zoo_files import read_manifest, verify_file
+
+    if only not in EXTRA_STAGES:
+        raise ValueError(f"zoo build --only: choose one of {', '.join(EXTRA_STAGES)}, got {only!r}.")
+    root = zoo_dir_or_default(out_dir)
+    manifest = read_manifest(root, verify=False)
+    rebuilt = FILES["rewardnet" if only == "reward-net" else "c2i-small"]
+    for name, record in manifest["files"].items():
+        if name != rebuilt:  # the file being (re)built may be missing or stale
+            verify_file(root / name, record)
+    cfg = config or preset(bool(manifest.get("quick")))
+    seed = int(manifest["seed"])
+    progress = make_progress(disable=not show_progress)
+    stages = _Stages(progress)
+    with torch.random.fork_rng(devices=[]), progress, _staging(root) as staging:
+        if only == "reward-net":
+            part = train_reward_net(cfg, seed, stages, staging)
+        else:
+            from .zoo_files import load_vq
+
+            with stages.stage("render data", cfg.n_class_images + cfg.n_caption_images) as step:
+                sets = render_sets(cfg, seed, step)
+            if sets.sha256 != manifest["data"]["sha256"]:
+                raise ValueError("zoo build --only c2i-small: the rendered training data differ from the zoo's "
+                                 "(another renderer or config); rebuild the whole zoo.")
+            vq = load_vq(root, manifest)
+            with stages.stage("tokenize", len(sets.class_images)) as step:
+                tokens = encode_dataset(vq, sets.class_images, on_batch=step)
+            part = train_c2i_small(cfg, seed, stages, staging, vq.config.codebook_size,
+                                   vq.grid_size(cfg.image_size), tokens, sets.class_labels)
+        manifest["files"][rebuilt] = file_record(staging / rebuilt)
+        manifest["models"].update(part["models"])
+        manifest["losses"].update(part["losses"])
+        manifest["config"] = {**manifest["config"], **{k: v for k, v in cfg.as_dict().items()
+                                                       if k.startswith(("rewardnet", "c2i_small"))}}
+        manifest.setdefault("build", {}).setdefault("wall_seconds", {}).update(stages.walls)
+        total = sum(r["bytes"] for r in manifest["files"].values())
+        if total > MAX_TOTAL_BYTES:
+            raise ValueError(f"the zoo would weigh {total} bytes, over the {MAX_TOTAL_BYTES} bytes the repository allows.")
+        os.replace(staging / rebuilt, root / rebuilt)
+        atomic_write_json(root / MANIFEST, manifest)
+    return manifest
 
 
 def class_captions(labels: list[int]) -> list[str]:

@@ -21,18 +21,33 @@ def build_command(
     seed: int = typer.Option(0, "--seed", help="build seed: data, initialisation and batch order"),
     quick: bool = typer.Option(False, "--quick", help="toy sizes and step counts (tests; under a minute)"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch's default)"),
+    only: Optional[str] = typer.Option(None, "--only", help="build one extra model into an existing zoo and "
+                                       "leave its other files alone: reward-net | c2i-small"),
 ) -> None:
-    """Train the VQ tokenizer, the c2i and t2i GPTs and the feature network from scratch."""
+    """Train the VQ tokenizer, the c2i, c2i-small and t2i GPTs, the evaluation feature network and the
+    reward network from scratch (or, with --only, one extra model of an existing zoo)."""
     import torch
 
-    from .zoo import build_zoo
+    from .zoo import EXTRA_STAGES, build_extra, build_zoo
 
     if threads < 0:
         raise UsageError(f"--threads must be >= 0, got {threads}.")
+    if only is not None and only not in EXTRA_STAGES:
+        raise UsageError(f"--only must be one of {', '.join(EXTRA_STAGES)}, got {only!r}.")
     if threads:
         torch.set_num_threads(threads)
-    manifest = build_zoo(out_dir, seed=seed, quick=quick)
+    if only:
+        manifest = build_extra(out_dir, only, config=_quick_or_none(quick))
+    else:
+        manifest = build_zoo(out_dir, seed=seed, quick=quick)
     out.print(_summary(manifest, zoo_dir_or_default(out_dir)))
+
+
+def _quick_or_none(quick: bool) -> Any:
+    """--quick with --only forces the toy sizes; otherwise the zoo's own preset (read from its manifest)."""
+    from .zoo_config import QUICK
+
+    return QUICK if quick else None
 
 
 @zoo_app.command("show")

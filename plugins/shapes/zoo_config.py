@@ -40,6 +40,20 @@ class ZooConfig:
     t2i_from_c2i: bool = True  # warm-start the t2i GPT's trunk from the trained c2i GPT
     t2i_class_captions: bool = True  # the t2i GPT also trains on the class images, captioned (zoo.class_captions)
     featnet_steps: int = 1000
+    # the reward network: the perceptual reward's own feature network (narrower stages, its own
+    # initialisation and its own draw of training images), so no method is trained on the
+    # features shapes-fid scores it with (the evaluation network, featnet, stays evaluation-only)
+    rewardnet_widths: tuple[int, int, int, int] = (16, 24, 48, 96)  # GroupNorm(8): multiples of 8
+    rewardnet_steps: int = 1000
+    rewardnet_data_seed_offset: int = 1  # its training images: the train split drawn with seed + 1
+    # `shapes-c2i-small`: an under-capacity c2i GPT (an eighth of the zoo GPT's width x depth
+    # compute) trained on the same tokens to convergence. Like a small LlamaGen sampled without
+    # CFG, maximum likelihood leaves it over-dispersed: sampling at a temperature below 1 helps it.
+    c2i_small_gpt: dict[str, Any] = field(default_factory=lambda: dict(
+        dim=64, n_layer=2, n_head=4, multiple_of=32, token_dropout_p=0.0, resid_dropout_p=0.0,
+        ffn_dropout_p=0.0, class_dropout_prob=0.1,
+    ))
+    c2i_small_optim: OptimConfig = OptimConfig(steps=2000, batch_size=32, lr=6e-3, warmup=30)
     # quality figures: held-out reconstructions, c2i samples per class, t2i samples per prompt
     n_recon_eval: int = 300
     c2i_samples_per_class: int = 10
@@ -50,6 +64,7 @@ class ZooConfig:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["vq"]["ch_mult"] = list(out["vq"]["ch_mult"])
+        out["rewardnet_widths"] = list(out["rewardnet_widths"])
         return out
 
 
@@ -66,6 +81,10 @@ QUICK = replace(
     c2i_optim=OptimConfig(steps=4, batch_size=8, lr=2e-3, warmup=2),
     t2i_optim=OptimConfig(steps=4, batch_size=8, lr=2e-3, warmup=2),
     featnet_steps=3,
+    rewardnet_widths=(8, 8, 16, 16),
+    rewardnet_steps=3,
+    c2i_small_gpt={**FULL.c2i_small_gpt, "dim": 16, "n_layer": 1, "n_head": 2},
+    c2i_small_optim=OptimConfig(steps=4, batch_size=8, lr=2e-3, warmup=2),
     n_recon_eval=12,
     c2i_samples_per_class=1,
     t2i_samples_per_prompt=1,

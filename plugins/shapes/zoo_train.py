@@ -50,6 +50,12 @@ def lr_at(step: int, cfg: OptimConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def final_lr(cfg: OptimConfig) -> float:
+    """The learning rate the schedule ends at (the cosine floor): where pre-training left the
+    model, and hence the reference for post-training learning rates (va_pi.recipes)."""
+    return cfg.lr * cfg.min_lr_ratio
+
+
 def make_adamw(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW (0.9, 0.95) with weight decay on >= 2-D parameters only (LlamaGen's grouping)."""
     params = [p for p in model.parameters() if p.requires_grad]

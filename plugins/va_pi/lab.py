@@ -1,6 +1,8 @@
 """`vapi-bench lab`: the evidence and ablation experiments of the paper, rerun on any model/task.
 
-`lab compare` runs several methods x seeds through the ordinary runner (every row lands on the
+`lab tune` is the fair protocol (lab_tune.py, lab_report.py): the same lr grid, steps and images
+for every method, chosen on a validation reference, then 3 seeds on the test reference, with the
+temperature control and paired confidence intervals. `lab compare` runs several methods x seeds through the ordinary runner (every row lands on the
 task's leaderboard) and, with --curve-steps, re-runs the tuned methods at intermediate step
 budgets to draw the metric-against-step plot. `lab ablate` reproduces the paper's ablations:
 reward composition (Table 4), regulariser weight and CE vs KL (Fig. 4), context noise ξ (Table 5).
@@ -38,10 +40,10 @@ ABLATIONS: dict[str, list[tuple[str, dict[str, str]]]] = {
 
 
 def _run(model: str, method: str, task: str, seed: int, overrides: dict[str, str], runs_dir: Path,
-         results_dir: Path, device: str, leaderboard: bool) -> list[dict[str, Any]]:
+         results_dir: Path, device: str, leaderboard: bool, batch_size: int = 16) -> list[dict[str, Any]]:
     """Leaderboard rows of one run, each with the number of optimizer steps it was tuned for."""
     req = RunRequest(model=model, method=method, task=task, overrides=overrides, seed=seed, runs_dir=runs_dir,
-                     results_dir=results_dir, device=device, leaderboard=leaderboard)
+                     results_dir=results_dir, device=device, leaderboard=leaderboard, batch_size=batch_size)
     result = Runner(req).run()
     return [{**r, "steps": int(result.finetune_summary.get("steps", 0))} for r in result.rows]
 
@@ -167,3 +169,68 @@ def ablate(
     # one run can be a row of two ablations (the base model; β=0.1 is also the full reward)
     append_rows(results_dir / f"ablations-{task}.csv", rows, identity=("ablation", "setting", "run_id", "variant"))
     console.print(f"appended {len(rows)} rows to {results_dir / f'ablations-{task}.csv'}")
+
+
+@lab_app.command("tune")
+def tune(
+    model: str = typer.Option("shapes-c2i", "--model", "-m"),
+    task: str = typer.Option("shapes-fid", "--task", "-t"),
+    methods: str = typer.Option("sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste", "--methods",
+                                help="registered methods, or va-pi:reward-only / va-pi:prior-only (Table 4)"),
+    lr_factors: str = typer.Option("0.333,1,3", "--lr-factors", help="the grid: recipe lr x each factor"),
+    lr_center: Optional[float] = typer.Option(None, "--lr-center", help="grid centre (default: the family recipe lr)"),
+    tune_seed: int = typer.Option(0, "--tune-seed"),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="test seeds of the chosen setting"),
+    select_metric: str = typer.Option("fid", "--select-metric"),
+    select_variant: str = typer.Option("no-cfg", "--select-variant"),
+    select_mode: str = typer.Option("min", "--select-mode", help="min (FID) or max (GenEval overall)"),
+    validate: list[str] = typer.Option(["task.reference_split=val", "task.cfg=without"], "--validate",
+                                       help="--set overrides that turn the task into its validation setting"),
+    set_: list[str] = typer.Option([], "--set", help="overrides of every run (e.g. task.n=1000)"),
+    controls: bool = typer.Option(True, "--controls/--no-controls",
+                                  help="sample the base at each method's entropy-matched temperature"),
+    control_n: int = typer.Option(1000, "--control-n", help="held-out images for the teacher-forced entropy"),
+    ci_reps: int = typer.Option(1000, "--ci-reps", help="bootstrap replicates of the paired differences"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    device: str = typer.Option("cpu", "--device"),
+    batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
+) -> None:
+    """The fair protocol: equal lr grid per method, chosen on validation, 3 test seeds, controls, CIs."""
+    from .lab_report import TuneSetup, run_tune
+
+    setup = TuneSetup(
+        model=model, task=task, methods=_split(methods), lr_factors=[float(f) for f in _split(lr_factors)],
+        lr_center=lr_center, tune_seed=tune_seed, seeds=[int(x) for x in _split(seeds)],
+        select_metric=select_metric, select_variant=select_variant, select_mode=select_mode,
+        validate=_parse_sets(validate), overrides=_parse_sets(set_), controls=controls, control_n=control_n,
+        ci_reps=ci_reps, runs_dir=runs_dir, results_dir=results_dir, device=device, batch_size=batch_size,
+    )
+    run_tune(setup, run=_run)
+
+
+@lab_app.command("temperature")
+def temperature_sweep(
+    model: str = typer.Option("shapes-c2i", "--model", "-m"),
+    task: str = typer.Option("shapes-fid", "--task", "-t"),
+    temperatures: str = typer.Option("1.0,0.9,0.8", "--temperatures"),
+    seeds: str = typer.Option("0", "--seeds"),
+    set_: list[str] = typer.Option([], "--set", help="task./model. overrides (e.g. task.n=1000, task.cfg=without)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    device: str = typer.Option("cpu", "--device"),
+    batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
+) -> None:
+    """The base model sampled at several temperatures: how much headroom does sharpening alone give?
+    Writes results/temperature-<model>-<task>.csv (appending; one row per temperature x seed x variant)."""
+    overrides = baseline_overrides(_parse_sets(set_))
+    rows: list[dict[str, Any]] = []
+    for seed in map(int, _split(seeds)):
+        for temperature in _split(temperatures):
+            got = _run(model, "none", task, seed, {**overrides, "sampling.temperature": temperature}, runs_dir,
+                       results_dir, device, leaderboard=False, batch_size=batch_size)
+            rows += [{**r, "sweep_temperature": float(temperature)} for r in got]
+            console.print(f"{model} T={temperature} seed {seed}: "
+                          + ", ".join(f"{r['variant']} {k}={r[k]:.4g}" for r in got for k in ("fid",) if k in r))
+    append_rows(results_dir / f"temperature-{model}-{task}.csv", rows)
+    console.print(f"appended {len(rows)} rows to {results_dir / f'temperature-{model}-{task}.csv'}")

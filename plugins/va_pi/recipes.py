@@ -18,6 +18,25 @@ from vapi_bench.families import apply_family_defaults
 from vapi_bench.interfaces import Family, Generator, StageContext
 from vapi_bench.params import Param
 
+#: The paper's post-training learning rate as a fraction of the learning rate pre-training ended at:
+#: LlamaGen pre-trains at a constant 1e-4 and VA-π post-trains it at 1e-6 (Table 7).
+LLAMAGEN_PRETRAIN_LR = 1e-4
+PAPER_LR_RATIO = 1e-6 / LLAMAGEN_PRETRAIN_LR
+
+
+def post_training_lr(pretraining_final_lr: float) -> float:
+    """The rule every method's shapes recipe follows: the paper's ratio applied to the learning rate
+    where pre-training ENDED (the zoo's cosine schedule ends at lr x min_lr_ratio, not at its peak)."""
+    return float(f"{pretraining_final_lr * PAPER_LR_RATIO:.6g}")  # 3e-06, not 2.9999999999999997e-06
+
+
+def _shapes_lr(optim_field: str) -> float:
+    from vapi_bench.plugins.shapes.zoo_config import FULL
+    from vapi_bench.plugins.shapes.zoo_train import final_lr
+
+    return post_training_lr(final_lr(getattr(FULL, optim_field)))
+
+
 _C2I = {
     "lr": 1e-6, "weight_decay": 1e-4, "beta": 0.1, "group_size": 8, "adv_clip": 5.0,
     "batch_size": 128, "steps": 100, "xi": 0.0, "perceptual": "lpips-vgg",
@@ -33,14 +52,16 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
     # Janus-Pro 1B: lr 1e-7, xi 0.95 (paper; the script uses 1.0), pip-lpips AlexNet, 128 images (paper)
     "janus-pro": {**_C2I, "lr": 1e-7, "xi": 0.95, "perceptual": "lpips-alex"},
     # The embedded shapes world: the same objective and ratios (G, β, clip, ξ), sized so that a run
-    # takes about a minute on one CPU thread (~1 s per step of 16 images). The learning rate keeps
-    # the paper's ratio to pre-training: LlamaGen pre-trains at 1e-4 and VA-π uses 1e-6; the zoo's
-    # GPTs pre-train at 6e-3 (zoo_config.FULL), hence 6e-5.
-    "shapes-c2i": {**_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "perceptual": "shapes-perceptual",
-                   "micro_batch": 4, "decode_chunk": 64, "ckpt_every": 20},
-    "shapes-t2i": {**_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "xi": 0.5,
+    # takes about a minute on one CPU thread (~1 s per step of 16 images). The learning rate is
+    # post_training_lr of the zoo GPT's final pre-training lr (zoo_config.FULL: cosine 6e-3 -> 3e-4,
+    # hence 3e-6), the same for every method that reads this table.
+    "shapes-c2i": {**_C2I, "lr": _shapes_lr("c2i_optim"), "batch_size": 16, "steps": 60,
+                   "perceptual": "shapes-perceptual", "micro_batch": 4, "decode_chunk": 64, "ckpt_every": 20},
+    "shapes-t2i": {**_C2I, "lr": _shapes_lr("t2i_optim"), "batch_size": 16, "steps": 60, "xi": 0.5,
                    "perceptual": "shapes-perceptual", "micro_batch": 4, "decode_chunk": 64, "ckpt_every": 20},
 }
+# the under-capacity c2i base: the same recipe, its lr from its own pre-training schedule
+FAMILY_RECIPES["shapes-c2i-small"] = {**FAMILY_RECIPES["shapes-c2i"], "lr": _shapes_lr("c2i_small_optim")}
 
 
 def families() -> list[Family]:
@@ -148,10 +169,11 @@ AR_GRPO_RECIPES: dict[str, dict[str, Any]] = {
     "janus-pro": {**_AR_GRPO_C2I, "rollout_cfg": 5.0, "beta": 1.0, "batch_size": 8, "micro_batch": 2,
                   "steps": 600},
     # shapes: the other shapes methods' budget (60 steps x 16 prompts, G = 8) and learning rate
-    # (6e-5; see CCA below for why not the official 10x ratio to pre-training); verifiable rewards
-    "shapes-c2i": {**_AR_GRPO_C2I, "lr": 6e-5, "batch_size": 16, "micro_batch": 4, "steps": 60,
+    # (post_training_lr, the rule every shapes method follows; see CCA below for why not the official
+    # 10x ratio to pre-training); verifiable rewards
+    "shapes-c2i": {**_AR_GRPO_C2I, "lr": _shapes_lr("c2i_optim"), "batch_size": 16, "micro_batch": 4, "steps": 60,
                    "ckpt_every": 20, "decode_chunk": 64, "rewards": "shapes-class-prob:1"},
-    "shapes-t2i": {**_AR_GRPO_C2I, "lr": 6e-5, "rollout_cfg": 4.0, "beta": 1.0, "batch_size": 16,
+    "shapes-t2i": {**_AR_GRPO_C2I, "lr": _shapes_lr("t2i_optim"), "rollout_cfg": 4.0, "beta": 1.0, "batch_size": 16,
                    "micro_batch": 4, "steps": 60, "ckpt_every": 20, "decode_chunk": 64,
                    "rewards": "shapes-geneval:1"},
 }
@@ -165,12 +187,15 @@ CCA_RECIPES: dict[str, dict[str, Any]] = {
     "llamagen-c2i": dict(_CCA_C2I),
     "llamagen-t2i": dict(_CCA_C2I),
     "janus-pro": dict(_CCA_C2I),
-    # shapes: 60 steps x 16 pairs and lr 6e-5, as the other shapes methods. The official ratio to
-    # pre-training (1e-5 / 1e-4) would give 6e-4 for the zoo's 6e-3: there CCA collapsed in a
-    # seed-0 smoke (Δ⁺ ≈ -250 nats per image, no-CFG class accuracy 0.89 -> 0.20)
-    "shapes-c2i": {**_CCA_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "ckpt_every": 20},
-    "shapes-t2i": {**_CCA_C2I, "lr": 6e-5, "batch_size": 16, "steps": 60, "ckpt_every": 20},
+    # shapes: 60 steps x 16 pairs and post_training_lr, as every other shapes method. The official
+    # ratio to pre-training (1e-5 / 1e-4) would give 6e-4 for the zoo's 6e-3: there CCA collapsed in
+    # a seed-0 smoke (Δ⁺ ≈ -250 nats per image, no-CFG class accuracy 0.89 -> 0.20)
+    "shapes-c2i": {**_CCA_C2I, "lr": _shapes_lr("c2i_optim"), "batch_size": 16, "steps": 60, "ckpt_every": 20},
+    "shapes-t2i": {**_CCA_C2I, "lr": _shapes_lr("t2i_optim"), "batch_size": 16, "steps": 60, "ckpt_every": 20},
 }
+# the under-capacity c2i base gets the same peer recipes, with its own pre-training's lr
+for _table in (AR_GRPO_RECIPES, CCA_RECIPES):
+    _table["shapes-c2i-small"] = {**_table["shapes-c2i"], "lr": _shapes_lr("c2i_small_optim")}
 #: CCA's λ per LlamaGen size (README: B / L / XL / XXL / 3B)
 CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llamagen-xl": 1000.0,
                                 "llamagen-xxl": 1000.0, "llamagen-3b": 500.0}

@@ -5,7 +5,8 @@ reference set's Gaussian statistics), KID and ADM-style precision/recall (k=3), 
 give the Inception Score (consecutive splits, no shuffle) and `class_accuracy`, the fraction of
 samples the network classifies as the class they were generated for. Samples are class-balanced
 (sample i gets class i mod 24) and scored without and with CFG as separate rows. The reference
-set is n held-out images of the 'ref' split at the samples' size (cached, see reference.py).
+set is n held-out images of the 'ref' split (the test reference) or, with reference_split=val, of the
+disjoint 'val' split (the validation reference) at the samples' size (cached, see reference.py).
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ FID_PARAMS: tuple[Param, ...] = (
     Param("n", int, 1000, "number of samples (class-balanced; the embedded default run's size)"),
     Param("reference_n", int, 5000, "number of held-out reference images ('ref' split)"),
     Param("reference_seed", int, 0, "data seed of the reference set"),
+    Param("reference_split", str, "ref", "'ref': the test reference; 'val': the validation reference (disjoint "
+          "draws), on which `lab tune` chooses settings", choices=("ref", "val")),
     Param("cfg", str, "both", "score without CFG, with the model's CFG, or both (two rows)",
           choices=("both", "with", "without")),
     Param("featnet", str, "", "feature-net .safetensors (default: the zoo's featnet)"),
@@ -54,12 +57,15 @@ FID_PARAMS: tuple[Param, ...] = (
 class ShapesFIDTask(Task):
     conditioning = "class"
 
-    def __init__(self, n: int = 1000, reference_n: int = 5000, reference_seed: int = 0, cfg: str = "both",
-                 featnet: str = "", split_size: int = 5000, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                 batch_size: int = 256) -> None:
+    def __init__(self, n: int = 1000, reference_n: int = 5000, reference_seed: int = 0, reference_split: str = "ref",
+                 cfg: str = "both", featnet: str = "", split_size: int = 5000, kid_subsets: int = 100,
+                 kid_subset_size: int = 1000, batch_size: int = 256) -> None:
         if n < 2 or reference_n < 2:
             raise UsageError(f"shapes-fid: n and reference_n must be at least 2 (FID needs a covariance), "
                              f"got n={n}, reference_n={reference_n}.")
+        if reference_split not in ("ref", "val"):
+            raise UsageError(f"shapes-fid: reference_split must be ref or val, got {reference_split!r}.")
+        self.reference_split = reference_split
         if cfg not in ("both", "with", "without"):
             raise UsageError(f"shapes-fid: cfg must be both, with or without, got {cfg!r}.")
         self.n, self.reference_n, self.reference_seed, self.cfg = n, reference_n, reference_seed, cfg
@@ -94,7 +100,8 @@ class ShapesFIDTask(Task):
         net = load_feature_net(self.featnet, ctx.device)
         digest = file_digest(self.featnet)
         with stage(ctx.progress, "reference statistics", self.reference_n) as step:
-            reference = load_reference(net, digest, self.reference_n, size, self.reference_seed, self.batch_size, step)
+            reference = load_reference(net, digest, self.reference_n, size, self.reference_seed, self.batch_size, step,
+                                       split=self.reference_split)
         with stage(ctx.progress, "features", len(images)) as step:
             features, logits = extract(net, images, self.batch_size, step)
 
@@ -121,13 +128,31 @@ class ShapesFIDTask(Task):
             "protocol": {"num_samples": len(items), "class_sampling": "balanced (i mod 24)", "image_size": size,
                          "is_split_size": self.split_size, "kid_subsets": self.kid_subsets, "kid_subset_size": subset,
                          "pr": f"ADM manifold k={PR_NEIGHBOURHOOD} on featnet features"},
-            "reference": {"split": "ref", "n": self.reference_n, "seed": self.reference_seed, "key": reference.key,
+            "reference": {"split": self.reference_split, "n": self.reference_n, "seed": self.reference_seed, "key": reference.key,
                           "cache": str(reference.path), "cached": reference.cached},
             "featnet": {"path": str(self.featnet), "sha256": digest},
             "notes": notes,
         }
         return TaskResult(metrics=metrics, per_sample=per_sample, evaluator=EVALUATOR,
                           evaluator_version=f"vapi-bench {__version__}; featnet {digest[:12]}", extra=extra)
+
+
+    # ---- per-sample access for the lab's paired bootstrap (plugins/va_pi/significance.py) ---------
+    def sample_features(self, sample_dir: Path, items: Sequence[SampleItem], device: Any = "cpu") -> np.ndarray:
+        """Feature-net features [N, D] of the samples, row i = item i (paired across methods by index)."""
+        from vapi_bench.plugins.shapes.features import extract, load_feature_net
+
+        images = _load_samples([self.image_path(sample_dir, item) for item in items])
+        return extract(load_feature_net(self.featnet, device), images, self.batch_size)[0]
+
+    def reference_stats(self, size: int, device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) of this task's reference set at the samples' size (the cached statistics)."""
+        from vapi_bench.plugins.shapes.features import load_feature_net
+
+        net = load_feature_net(self.featnet, device)
+        ref = load_reference(net, file_digest(self.featnet), self.reference_n, size, self.reference_seed,
+                             self.batch_size, split=self.reference_split)
+        return ref.mu, ref.sigma
 
 
 def _load_samples(paths: Sequence[Path]) -> np.ndarray:

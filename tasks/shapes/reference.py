@@ -1,18 +1,17 @@
 """Reference features for `shapes-fid`, cached by content hash.
 
-The reference set is the 'ref' split of the class-conditional shapes data (disjoint from the
-training split), rendered at the samples' size. Its feature-net features are cached under
+The reference set is the 'ref' split of the class-conditional shapes data (the test reference) or
+its 'val' split (the validation reference `lab tune` selects settings on; disjoint from 'ref' and
+from the training split), rendered at the samples' size. Its feature-net features are cached under
 `cache_dir()/shapes-ref/<key>.npz`, where the key hashes the reference pixels themselves and the
 feature network's weights: a change to the renderer, the data parameters or the network gives a
-new key, and an unchanged reference is never recomputed.
-
-Rendering 5,000 reference images only to hash them costs more than a small run's scoring, so a
-second index, `shapes-ref/recipe-<hash>.json`, maps the recipe (n, size, seed, the network digest
-and the renderer's source code) to that content key: a later run (or the other variants of the
-same run) loads the statistics without rendering anything.
+new key, and an unchanged reference is never recomputed. A small index keyed by the recipe (n,
+size, seed, split, network digest and the renderer's code) finds that file without rendering the
+reference again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -41,9 +40,12 @@ class ReferenceFeatures:
     cached: bool  # True when read from the cache
 
 
-def reference_images(n: int, size: int, seed: int) -> np.ndarray:
-    """The first n 'ref' split images as NHWC uint8 (classes balanced by index)."""
-    data = class_dataset("ref", n, size, seed)
+@functools.lru_cache(maxsize=4)
+def reference_images(n: int, size: int, seed: int, split: str = "ref") -> np.ndarray:
+    """The first n images of a reference split ('ref' = test, 'val' = validation) as NHWC uint8
+    (classes balanced by index). Kept in memory: a lab process scores many runs against the same
+    reference, and rendering it is what computes its cache key."""
+    data = class_dataset(split, n, size, seed)
     return np.stack([data.scene(i).image for i in range(n)])
 
 
@@ -54,9 +56,9 @@ def reference_key(images: np.ndarray, weights_digest: str) -> str:
     return h.hexdigest()[:20]
 
 
-def recipe_key(n: int, size: int, seed: int, weights_digest: str) -> str:
+def recipe_key(n: int, size: int, seed: int, weights_digest: str, split: str = "ref") -> str:
     """What determines the reference pixels and features, the renderer's code included."""
-    h = hashlib.sha256(f"{n}|{size}|{seed}|{weights_digest}|".encode())
+    h = hashlib.sha256(f"{n}|{size}|{seed}|{weights_digest}|{split}|".encode())
     for module in (shapes_data, shapes_vocab):
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:20]
@@ -71,10 +73,11 @@ def _cached(key: str, path: Path) -> ReferenceFeatures | None:
 
 
 def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: int, seed: int,
-                   batch_size: int = 256, on_batch: Callable[[int], None] | None = None) -> ReferenceFeatures:
+                   batch_size: int = 256, on_batch: Callable[[int], None] | None = None,
+                   split: str = "ref") -> ReferenceFeatures:
     """Reference features and Gaussian statistics, from the cache when the content matches."""
     folder = cache_dir() / "shapes-ref"
-    index = folder / f"recipe-{recipe_key(n, size, seed, weights_digest)}.json"
+    index = folder / f"recipe-{recipe_key(n, size, seed, weights_digest, split)}.json"
     if index.exists():
         try:
             key = json.loads(index.read_text())["key"]
@@ -83,7 +86,7 @@ def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: i
         found = _cached(key, folder / f"{key}.npz") if key else None
         if found is not None:
             return found
-    images = reference_images(n, size, seed)
+    images = reference_images(n, size, seed, split)
     key = reference_key(images, weights_digest)
     path = folder / f"{key}.npz"
     found = _cached(key, path) if path.exists() else None

@@ -1,0 +1,284 @@
+"""`lab tune` end to end: tune every method alike, run the chosen settings, the controls and the CIs.
+
+Writes, under the results directory (<m> = model, <t> = task):
+- lab-<m>-<t>-validation.csv: every grid point's validation rows (label, lr, lr_grid, chosen);
+- lab-<m>-<t>-seeds.csv: the test rows per seed of the base, every method at its chosen lr and the
+  temperature controls (with the teacher-forced entropy / held-out CE of each fine-tuned policy);
+- lab-<m>-<t>.csv: per label and variant, mean and std over seeds, the chosen lr and the grid, and
+  the paired differences delta_<metric>_vs_none / _vs_sft / _vs_control with their 95% bootstrap
+  interval (..._ci_low, ..._ci_high) and real_vs_* (the interval excludes 0);
+and appends the test rows (with label, lr, lr_grid) to the task's leaderboard.
+Every run goes through the ordinary runner, so an interrupted or repeated `lab tune` reuses every
+finished stage; methods can be tuned in separate processes and the report redone by one call with
+all of them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from vapi_bench.errors import UsageError
+from vapi_bench.leaderboard import append_rows, leaderboard_path
+from vapi_bench.progress import console
+from vapi_bench.store import write_csv
+
+from .lab_tune import LabMethod, choose, lr_grid, parse_lab_method
+from .significance import fid_statistic, paired_bootstrap
+
+#: the labels every method is compared against (when they are part of the run)
+REFERENCES = ("none", "sft")
+SUMMARY_METRICS = ("fid", "kid", "inception_score", "precision", "recall", "class_accuracy", "overall")
+
+
+@dataclass
+class TuneSetup:
+    model: str
+    task: str
+    methods: list[str]
+    lr_factors: list[float]
+    lr_center: Optional[float]
+    tune_seed: int
+    seeds: list[int]
+    select_metric: str
+    select_variant: str
+    select_mode: str
+    validate: dict[str, str]
+    overrides: dict[str, str]
+    controls: bool
+    control_n: int
+    ci_reps: int
+    runs_dir: Path
+    results_dir: Path
+    device: str
+    batch_size: int
+
+
+RunFn = Callable[..., list[dict[str, Any]]]
+
+
+def _model_params(overrides: dict[str, str]) -> dict[str, str]:
+    return {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("model.")}
+
+
+def _generator(setup: TuneSetup) -> Any:
+    from vapi_bench import load_generator
+    from vapi_bench.params import resolve_params
+    from vapi_bench.registry import get_registry
+
+    entry = get_registry().get("generators", setup.model)
+    params = resolve_params(entry.params, _model_params(setup.overrides), f"model '{setup.model}'")
+    return load_generator(setup.model, device=setup.device, **params)
+
+
+def recipe_lr(generator: Any) -> float:
+    """The family recipe's lr: the centre of every method's grid (the same rule for all methods)."""
+    from .recipes import FALLBACK_FAMILY, FAMILY_RECIPES, family_key
+
+    return float(FAMILY_RECIPES[family_key(generator) or FALLBACK_FAMILY]["lr"])
+
+
+def _pick(rows: list[dict[str, Any]], variant: str, where: str) -> dict[str, Any]:
+    for row in rows:
+        if row["variant"] == variant:
+            return row
+    raise UsageError(f"lab tune: {where} has no '{variant}' row (variants: {[r['variant'] for r in rows]}); "
+                     "check --select-variant and --validate.")
+
+
+def run_tune(setup: TuneSetup, run: RunFn) -> None:
+    labs = [parse_lab_method(m) for m in setup.methods]
+    base = _generator(setup)
+    grid = lr_grid(setup.lr_center or recipe_lr(base), setup.lr_factors)
+    grid_text = " ".join(f"{lr:g}" for lr in grid)
+    common = dict(runs_dir=setup.runs_dir, results_dir=setup.results_dir, device=setup.device,
+                  leaderboard=False, batch_size=setup.batch_size)
+    base_over = {k: v for k, v in setup.overrides.items() if k.startswith(("task.", "model."))}
+    validation_rows: list[dict[str, Any]] = []
+    test_rows: list[dict[str, Any]] = []
+    for seed in setup.seeds:
+        test_rows += [{**r, "label": "none", "lr": "", "lr_grid": ""}
+                      for r in run(setup.model, "none", setup.task, seed, base_over, **common)]
+    # the base on the validation setting too: what the grid points are read against
+    validation_rows += [{**r, "label": "none", "lr": "", "lr_grid": "", "chosen": ""}
+                        for r in run(setup.model, "none", setup.task, setup.tune_seed,
+                                     {**base_over, **{k: v for k, v in setup.validate.items() if k.startswith("task.")}},
+                                     **common)]
+    for lab in labs:
+        scores: dict[float, float] = {}
+        tried = []
+        for lr in grid:
+            over = {**setup.overrides, **lab.overrides, "method.lr": f"{lr:g}", **setup.validate}
+            rows = run(setup.model, lab.method, setup.task, setup.tune_seed, over, **common)
+            scores[lr] = float(_pick(rows, setup.select_variant, f"{lab.label} lr={lr:g}")[setup.select_metric])
+            tried += [{**r, "label": lab.label, "lr": lr, "lr_grid": grid_text} for r in rows]
+        chosen = choose(scores, setup.select_mode)
+        validation_rows += [{**r, "chosen": r["lr"] == chosen} for r in tried]
+        console.print(f"{lab.label}: validation {setup.select_metric} "
+                      + ", ".join(f"lr {lr:g} {s:.4g}" for lr, s in scores.items()) + f" -> lr {chosen:g}")
+        for seed in setup.seeds:
+            over = {**setup.overrides, **lab.overrides, "method.lr": f"{chosen:g}"}
+            test_rows += [{**r, "label": lab.label, "lr": chosen, "lr_grid": grid_text}
+                          for r in run(setup.model, lab.method, setup.task, seed, over, **common)]
+    if setup.controls:
+        test_rows += temperature_controls(setup, base, labs, test_rows, run, common, base_over, validation_rows)
+    for row in test_rows:
+        row["tuned_on"] = " ".join(f"{k}={v}" for k, v in setup.validate.items()) if row["lr"] != "" else ""
+    write_report(setup, base, validation_rows, test_rows)
+    append_rows(leaderboard_path(setup.results_dir, setup.task),
+                [{k: v for k, v in r.items() if k not in ("entropy", "heldout_ce", "matched_temperature")}
+                 for r in test_rows])
+
+
+# ---- the temperature control ------------------------------------------------------------------
+
+
+def _run_record(runs_dir: Path, run_id: str) -> dict[str, Any]:
+    return json.loads((runs_dir / run_id / "run.json").read_text())
+
+
+def _heldout(setup: TuneSetup, generator: Any) -> tuple[Any, list[Any]]:
+    """The generator's default dataset, held-out 'test' split, first control_n items."""
+    from vapi_bench.params import resolve_params
+    from vapi_bench.registry import get_registry
+
+    from .temperature import heldout_set
+
+    entry = get_registry().get("datasets", generator.default_dataset)
+    names = {p.name for p in entry.params}
+    if "split" not in names:
+        raise UsageError(f"lab tune --controls: dataset '{entry.name}' has no held-out split; use --no-controls.")
+    given = {"split": "test", "n": str(setup.control_n)}
+    for size_key in ("image_size", "size"):
+        if size_key in names:
+            given[size_key] = str(generator.image_size)
+    dataset = entry.factory(**resolve_params(entry.params, {k: v for k, v in given.items() if k in names}, entry.name))
+    return heldout_set(dataset, setup.control_n)
+
+
+def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], test_rows: list[dict[str, Any]],
+                         run: RunFn, common: dict[str, Any], base_over: dict[str, str],
+                         validation_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per trained label: the mean teacher-forced entropy of its fine-tuned policies, the base
+    temperature with that entropy, and the base sampled there on every test seed. Every grid point
+    of the validation table gets its entropy and matched temperature too (how far each lr moved
+    the policy)."""
+    from .temperature import entropy_at, matching_temperature, policy_stats, teacher_forced_logits
+
+    images, conditions = _heldout(setup, base)
+    base_logits, base_tokens = teacher_forced_logits(base, images, conditions)
+    from .objective import teacher_forced_ce
+
+    base_stats = {"entropy": entropy_at(base_logits), "heldout_ce": float(teacher_forced_ce(base_logits, base_tokens))}
+    for row in test_rows + validation_rows:
+        if row["label"] == "none":
+            row.update(base_stats)
+
+    def annotate(rows: list[dict[str, Any]], label: str) -> list[Any]:
+        stats = []
+        for run_id in dict.fromkeys(r["run_id"] for r in rows if r["label"] == label):
+            weights = setup.runs_dir / "finetune" / _run_record(setup.runs_dir, run_id)["stage_keys"]["finetune"] / "weights"
+            tuned = _generator(setup)
+            tuned.load_finetuned(weights)
+            stats.append((run_id, policy_stats(tuned, images, conditions)))
+        for row in rows:
+            for run_id, s in stats:
+                if row["run_id"] == run_id:
+                    row["entropy"], row["heldout_ce"] = s.entropy, s.heldout_ce
+                    row["matched_temperature"] = round(matching_temperature(base_logits, s.entropy), 3)
+        return stats
+
+    out = []
+    for lab in labs:
+        annotate(validation_rows, lab.label)
+        stats = annotate(test_rows, lab.label)
+        entropy = float(np.mean([s.entropy for _, s in stats]))
+        temperature = round(matching_temperature(base_logits, entropy), 2)
+        console.print(f"{lab.label}: teacher-forced entropy {entropy:.4f} = base at T={temperature:g}")
+        if temperature == 1.0:
+            continue  # the base itself is the control (to two decimals)
+        over = {**base_over, "sampling.temperature": f"{temperature:g}"}
+        for seed in setup.seeds:
+            out += [{**r, "label": f"T-control:{lab.label}", "lr": "", "lr_grid": "", "control_temperature": temperature}
+                    for r in run(setup.model, "none", setup.task, seed, over, **common)]
+    return out
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+
+def _paired_data(setup: TuneSetup, base: Any, rows: list[dict[str, Any]]) -> Optional[Callable[[dict[str, Any]], Any]]:
+    """row -> per-sample data of its samples (features for FID), or None when the task offers none."""
+    from vapi_bench import load_task
+    from vapi_bench.params import resolve_params
+    from vapi_bench.registry import get_registry
+
+    entry = get_registry().get("tasks", setup.task)
+    task_over = {k.split(".", 1)[1]: v for k, v in setup.overrides.items() if k.startswith("task.")}
+    task = load_task(setup.task, **resolve_params(entry.params, task_over, setup.task))
+    if not hasattr(task, "sample_features"):
+        return None
+    items = task.items(base)
+
+    def features(row: dict[str, Any]) -> np.ndarray:
+        record = _run_record(setup.runs_dir, row["run_id"])
+        variants = [r["variant"] for r in record["results"]]
+        key = record["stage_keys"]["variants"][variants.index(row["variant"])]["sample"]
+        return task.sample_features(setup.runs_dir / "samples" / key, items, setup.device)
+
+    features.reference = task.reference_stats(task.output_size(base) or base.image_size, setup.device)  # type: ignore[attr-defined]
+    return features
+
+
+def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, Any]],
+                 test_rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    stem = f"lab-{setup.model}-{setup.task}"
+    setup.results_dir.mkdir(parents=True, exist_ok=True)
+    if validation_rows:
+        write_csv(setup.results_dir / f"{stem}-validation.csv", _uniform(validation_rows))
+    write_csv(setup.results_dir / f"{stem}-seeds.csv", _uniform(test_rows))
+    df = pd.DataFrame(test_rows)
+    data = _paired_data(setup, base, test_rows)
+    summary = []
+    cache: dict[tuple[str, str], list[np.ndarray]] = {}
+
+    def per_seed(label: str, variant: str) -> list[np.ndarray]:
+        if (label, variant) not in cache:
+            part = df[(df["label"] == label) & (df["variant"] == variant)].sort_values("seed")
+            cache[(label, variant)] = [data(r) for r in part.to_dict("records")]  # type: ignore[misc]
+        return cache[(label, variant)]
+
+    stat = fid_statistic(*data.reference) if data is not None else None  # type: ignore[union-attr]
+    for (label, variant), part in df.groupby(["label", "variant"], sort=False):
+        row: dict[str, Any] = {"model": setup.model, "task": setup.task, "label": label, "variant": variant,
+                               "seeds": int(part["seed"].nunique()), "lr": part["lr"].iloc[0],
+                               "lr_grid": part["lr_grid"].iloc[0]}
+        for metric in SUMMARY_METRICS + ("entropy", "heldout_ce", "matched_temperature", "control_temperature"):
+            if metric in part and pd.api.types.is_numeric_dtype(part[metric]) and part[metric].notna().any():
+                row[f"{metric}_mean"], row[f"{metric}_std"] = part[metric].mean(), part[metric].std()
+        if stat is not None and label != "none":
+            others = {ref: ref for ref in REFERENCES}
+            others["control"] = f"T-control:{label}"
+            for name, other in others.items():
+                if other == label or not ((df["label"] == other) & (df["variant"] == variant)).any():
+                    continue
+                delta = paired_bootstrap(stat, per_seed(label, variant), per_seed(other, variant),
+                                         reps=setup.ci_reps, seed=0)
+                row[f"delta_fid_vs_{name}"] = delta.delta
+                row[f"delta_fid_vs_{name}_ci_low"] = delta.ci_low
+                row[f"delta_fid_vs_{name}_ci_high"] = delta.ci_high
+                row[f"real_vs_{name}"] = delta.real
+        summary.append(row)
+    write_csv(setup.results_dir / f"{stem}.csv", _uniform(summary))
+    console.print(f"wrote {setup.results_dir / stem}.csv (+ -seeds.csv, -validation.csv)")
+
+
+def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with the union of keys in first-seen order (missing = empty), for one CSV header."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k, "") for k in keys} for r in rows]

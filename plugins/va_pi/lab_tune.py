@@ -1,0 +1,69 @@
+"""The fair-lab protocol behind `vapi-bench lab tune`: the same tries for every method.
+
+Every method (and every Table 4 variant of VA-π) gets the same learning-rate grid around the
+family recipe's lr, the same steps and images; each grid point is trained once on the tune seed
+and scored on a VALIDATION setting of the task (shapes-fid: reference_split=val, a reference set
+disjoint from the test one). The best grid point is then trained with every test seed and scored
+on the test setting; those rows go to the leaderboard with the chosen lr and the grid. No method
+gets more tries than another, and the test reference never chooses anything.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from vapi_bench.errors import UsageError
+
+#: Table 4 of the paper as lab variants of va-pi ("both" terms is va-pi itself)
+VAPI_VARIANTS: dict[str, dict[str, str]] = {
+    "reward-only": {"beta": "0"},
+    "prior-only": {"w_mse": "0", "w_perceptual": "0"},
+}
+
+
+@dataclass(frozen=True)
+class LabMethod:
+    """A method as the lab runs it: a registered method plus fixed method settings, under a label."""
+
+    label: str
+    method: str
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        return {f"method.{k}": v for k, v in self.settings.items()}
+
+
+def parse_lab_method(spec: str) -> LabMethod:
+    """'sft' -> sft; 'va-pi:reward-only' -> va-pi with VAPI_VARIANTS['reward-only']."""
+    name, _, variant = spec.partition(":")
+    if not variant:
+        return LabMethod(spec, spec)
+    if name != "va-pi" or variant not in VAPI_VARIANTS:
+        raise UsageError(f"lab method {spec!r}: variants exist for va-pi only ({', '.join(VAPI_VARIANTS)}).")
+    return LabMethod(spec, name, dict(VAPI_VARIANTS[variant]))
+
+
+def lr_grid(center: float, factors: Sequence[float]) -> list[float]:
+    """Learning rates center x factor, rounded to 3 significant digits, ascending and distinct."""
+    if not center > 0:
+        raise UsageError(f"lab tune: the lr grid needs a positive centre, got {center!r}.")
+    if len(factors) < 3 or any(not f > 0 for f in factors):
+        raise UsageError(f"lab tune: give at least three positive lr factors, got {list(factors)}.")
+    grid = sorted({float(f"{center * f:.3g}") for f in factors})
+    if len(grid) != len(factors):
+        raise UsageError(f"lab tune: lr factors {list(factors)} give repeated learning rates.")
+    return grid
+
+
+def choose(scores: dict[float, float], mode: str) -> float:
+    """The grid point with the best validation score ('min' or 'max'); NaN (a diverged run) never
+    wins; a tie goes to the smaller lr (the more conservative update)."""
+    if mode not in ("min", "max"):
+        raise UsageError(f"lab tune: --select-mode must be min or max, got {mode!r}.")
+    finite = {lr: s for lr, s in scores.items() if s is not None and not math.isnan(s)}
+    if not finite:
+        raise UsageError("lab tune: every grid point failed to produce a validation score.")
+    sign = 1.0 if mode == "min" else -1.0
+    return min(finite, key=lambda lr: (sign * finite[lr], lr))
