@@ -90,7 +90,7 @@ def test_size_64_and_bad_arguments():
     with pytest.raises(DataError, match="32 or 64"):
         class_dataset("train", 2, 48, 0)
     with pytest.raises(DataError, match="split"):
-        caption_dataset("val", 2, 32, 0)
+        caption_dataset("validation", 2, 32, 0)
     with pytest.raises(DataError, match="shape"):
         ShapeObject("hexagon", "red", 10, 10, 4)
     with pytest.raises(IndexError):

@@ -10,7 +10,7 @@ from vapi_bench.errors import UsageError
 from vapi_bench.imageio import to_uint8
 from vapi_bench.plugins.shapes.caption_records import record_for_prompt
 from vapi_bench.plugins.shapes.data import caption_dataset, class_dataset
-from vapi_bench.plugins.shapes.features import DEFAULT_WEIGHTS, load_feature_net
+from vapi_bench.plugins.shapes.features import DEFAULT_WEIGHTS, REWARD_WEIGHTS, load_feature_net
 from vapi_bench.plugins.shapes.rewards import REWARD_NETWORK
 from vapi_bench.tasks.shapes.geneval_task import ShapesGenEvalTask, shapes_metadata
 
@@ -49,8 +49,8 @@ def test_class_probability_is_the_feature_networks_softmax_at_the_requested_clas
     images = torch.stack([data[i][0] for i in range(24)])
     labels = list(range(24))
     reward = vapi_bench.load_scorer("shapes-class-prob")
-    assert REWARD_NETWORK == DEFAULT_WEIGHTS  # today: the zoo's featnet
-    net = load_feature_net(DEFAULT_WEIGHTS)
+    assert REWARD_NETWORK == REWARD_WEIGHTS != DEFAULT_WEIGHTS  # the reward is never the metric's network
+    net = load_feature_net(REWARD_WEIGHTS)
     with torch.no_grad():
         probs = torch.softmax(net(images)["logits"], dim=1)
     expected = torch.tensor([probs[i, c].item() for i, c in enumerate(labels)])
@@ -59,8 +59,10 @@ def test_class_probability_is_the_feature_networks_softmax_at_the_requested_clas
     assert got.mean() > 0.5  # clean renders of the requested class
     shuffled = labels[5:] + labels[:5]
     assert reward(images, conditions=shuffled).mean() < 0.2
-    explicit = vapi_bench.load_scorer("shapes-class-prob", weights=str(DEFAULT_WEIGHTS))
+    explicit = vapi_bench.load_scorer("shapes-class-prob", weights=str(REWARD_WEIGHTS))
     torch.testing.assert_close(explicit(images, conditions=labels), got)
+    evaluation = vapi_bench.load_scorer("shapes-class-prob", weights=str(DEFAULT_WEIGHTS))
+    assert not torch.allclose(evaluation(images, conditions=labels), got)  # a different network
     with pytest.raises(UsageError, match=r"\[0, 24\)"):
         reward(images[:1], conditions=[24])
     with pytest.raises(UsageError, match="ints"):
