@@ -42,12 +42,6 @@ class ClipScoreScorer(TextImageScorer):
         self.model.requires_grad_(False)
         self.description = {"scorer": "clip-score", **self.clip.description}
 
-    def train(self, mode: bool = True) -> "ClipScoreScorer":
-        """The CLIP network is frozen: it stays in eval mode whatever the caller asks."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
     @torch.no_grad()
     def score_pixels(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         from vapi_bench.tasks.geneval.clip_models import clip_cosines

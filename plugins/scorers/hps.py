@@ -110,12 +110,6 @@ class HpsScorer(TextImageScorer):
         self.description = {"scorer": HPS_NAMES[version], "arch": arch, "weights": str(path),
                             "weights_sha256": sha256_file(path)}
 
-    def train(self, mode: bool = True) -> "HpsScorer":
-        """The HPS network is frozen: it stays in eval mode whatever the caller asks."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
     @torch.no_grad()
     def score_pixels(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device

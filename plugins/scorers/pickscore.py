@@ -76,12 +76,6 @@ class PickScoreScorer(TextImageScorer):
         self.description = {"scorer": "pickscore", "weights": str(folder),
                             "config_sha256": sha256_file(folder / "config.json")}
 
-    def train(self, mode: bool = True) -> "PickScoreScorer":
-        """The PickScore network is frozen: it stays in eval mode whatever the caller asks."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
     @torch.no_grad()
     def score_pixels(self, pixels: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device

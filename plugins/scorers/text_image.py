@@ -70,8 +70,9 @@ def images_to_pixels(images: torch.Tensor) -> torch.Tensor:
 class TextImageScorer(Scorer):
     """A scorer of images against their conditions' texts; higher is better, not differentiable.
 
-    Subclasses implement `score_pixels(pixels uint8 [B, 3, H, W], texts) -> [B]`; tasks that read
-    PNGs call it directly, methods call `forward` / `score` on decoded images.
+    Subclasses implement `score_pixels(pixels uint8 [B, 3, H, W], texts) -> [B]` and hold their
+    frozen network as `self.model`; tasks that read PNGs call `score_pixels` directly, methods call
+    `forward` / `score` on decoded images.
     """
 
     differentiable = False
@@ -85,6 +86,12 @@ class TextImageScorer(Scorer):
             raise UsageError(f"class_prompt {class_prompt!r} must contain '{{}}' where the class name goes.")
         self.class_names_file = class_names
         self.class_prompt = class_prompt
+
+    def train(self, mode: bool = True) -> "TextImageScorer":
+        """The scoring network is frozen: it stays in eval mode whatever the caller asks."""
+        super().train(mode)
+        self.model.eval()
+        return self
 
     @cached_property
     def class_names(self) -> list[str] | None:

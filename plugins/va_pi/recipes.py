@@ -121,11 +121,17 @@ def resolve(
     """
     needed = [k for k in values if k in FAMILY_KEYS]
     out, family = apply_family_defaults(values, needed, generator, where)
+    return _finish(out, family, generator, ctx, where)
+
+
+def _finish(out: dict[str, Any], recipe: str | None, generator: Generator, ctx: StageContext,
+            where: str) -> dict[str, Any]:
+    """Fill the run-level settings (precision, dataset), record which recipe was used, check ranges."""
     if "precision" in out and out["precision"] is None:
         out["precision"] = ctx.precision
     if "dataset" in out and out["dataset"] is None:
         out["dataset"] = generator.default_dataset or None
-    out["recipe"] = family or "set explicitly"
+    out["recipe"] = recipe or "set explicitly"
     _check(out, where)
     return out
 
@@ -236,10 +242,4 @@ def resolve_with_table(
     for name, value in values.items():
         if value is None and key is not None and name in table[key]:
             out[name] = table[key][name]
-    if "precision" in out and out["precision"] is None:
-        out["precision"] = ctx.precision
-    if "dataset" in out and out["dataset"] is None:
-        out["dataset"] = generator.default_dataset or None
-    out["recipe"] = key or "set explicitly"
-    _check(out, where)
-    return out
+    return _finish(out, key, generator, ctx, where)
