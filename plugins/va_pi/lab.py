@@ -192,11 +192,12 @@ def tune(
     control_n: int = typer.Option(1000, "--control-n", help="held-out images for the teacher-forced entropy"),
     ci_reps: int = typer.Option(1000, "--ci-reps", help="bootstrap replicates of the paired differences"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
-    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     device: str = typer.Option("cpu", "--device"),
     batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
 ) -> None:
     """The fair protocol: equal lr grid per method, chosen on validation, 3 test seeds, controls, CIs."""
+    results_dir = results_dir or default_results_dir(runs_dir)
     from .lab_report import TuneSetup, run_tune
 
     setup = TuneSetup(
@@ -217,12 +218,13 @@ def temperature_sweep(
     seeds: str = typer.Option("0", "--seeds"),
     set_: list[str] = typer.Option([], "--set", help="task./model. overrides (e.g. task.n=1000, task.cfg=without)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
-    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     device: str = typer.Option("cpu", "--device"),
     batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
 ) -> None:
     """The base model sampled at several temperatures: how much headroom does sharpening alone give?
-    Writes results/temperature-<model>-<task>.csv (appending; one row per temperature x seed x variant)."""
+    Writes <results-dir>/temperature-<model>-<task>.csv (appending; one row per temperature x seed x variant)."""
+    results_dir = results_dir or default_results_dir(runs_dir)
     overrides = baseline_overrides(_parse_sets(set_))
     rows: list[dict[str, Any]] = []
     for seed in map(int, _split(seeds)):
