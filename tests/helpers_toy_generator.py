@@ -49,3 +49,18 @@ class RandomImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.images[i], self.labels[i]
+
+
+def assert_resume_matches_uninterrupted(make_method, make_generator, make_ctx, root) -> dict:
+    """Fine-tune fully, then stop after 2 steps and resume in a new process-like object: the resumed
+    weights must equal the uninterrupted ones bit for bit (the training engine's promise). Returns
+    the resumed run's summary."""
+    full = make_generator()
+    make_method().finetune(full, RandomImages(), make_ctx(root / "a"))
+    make_method().finetune(make_generator(), RandomImages(), make_ctx(root / "b", limit=2))
+    resumed = make_generator()
+    summary = make_method().finetune(resumed, RandomImages(), make_ctx(root / "b"))
+    assert summary["resumed_from"] == 2
+    for (name, a), b in zip(full.policy.state_dict().items(), resumed.policy.state_dict().values()):
+        assert torch.equal(a, b), name
+    return summary

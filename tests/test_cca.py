@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers_toy_generator import RandomImages, tiny_llamagen
+from helpers_toy_generator import RandomImages, assert_resume_matches_uninterrupted, tiny_llamagen
 from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import StageContext
 from vapi_bench.params import resolve_params
@@ -164,15 +164,7 @@ def test_run_uses_the_official_optimiser_and_lambda_per_model(tmp_path):
 
 def test_resumed_run_matches_uninterrupted(tmp_path):
     params = resolve_params(CCA_PARAMS, {**SMALL, "steps": 3, "uncond_ratio": 0.3}, "cca")
-    full = _gen()
-    Cca(**params).finetune(full, RandomImages(), _ctx(tmp_path / "a"))
-    part = _gen()
-    Cca(**params).finetune(part, RandomImages(), _ctx(tmp_path / "b", limit=2))
-    resumed = _gen()
-    summary = Cca(**params).finetune(resumed, RandomImages(), _ctx(tmp_path / "b"))
-    assert summary["resumed_from"] == 2
-    for (name, a), b in zip(full.policy.state_dict().items(), resumed.policy.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_resume_matches_uninterrupted(lambda: Cca(**params), _gen, _ctx, tmp_path)
 
 
 def test_bad_settings_are_clear_errors(tmp_path):
