@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vapi_bench.interfaces import SamplingRecipe
+from vapi_bench.precision import cpu_has_native_bf16
 from vapi_bench.progress import add_task, advance, make_progress
 from vapi_bench.seeding import derive_seed
 from vapi_bench.store import atomic_write_json
@@ -269,7 +270,8 @@ def train_c2i_small(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, vocab
     gpt, losses = _train_gpt_stage(stages, "train c2i-small GPT", small_cfg, class_tokens, lambda rows: labels[rows],
                                    cfg.c2i_small_optim, cfg.bf16, derive_seed(seed, 0, "zoo/c2i-small"))
     save_module(out / FILES["c2i-small"], gpt)
-    return {"models": {"c2i-small": {"config": small_cfg.as_dict()}}, "losses": {"c2i-small": losses}}
+    return {"models": {"c2i-small": {"config": small_cfg.as_dict(), "bf16_autocast": cfg.bf16 and cpu_has_native_bf16()}},
+            "losses": {"c2i-small": losses}}
 
 
 def train_reward_net(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[str, Any]:
@@ -364,7 +366,8 @@ def _train_gpt_stage(stages: _Stages, name: str, gpt_cfg: GPTConfig, tokens: tor
     if warm_start is not None:
         copy_trunk(warm_start, gpt)
     with stages.stage(name, optim.steps) as step:
-        losses = train_gpt(gpt, tokens, conditions, optim, seed, bf16=bf16, on_step=_loss_bar(step))
+        losses = train_gpt(gpt, tokens, conditions, optim, seed, bf16=bf16 and cpu_has_native_bf16(),
+                           on_step=_loss_bar(step))
         _finish(step, optim)
     return gpt, losses
 

@@ -59,7 +59,7 @@ class ZooConfig:
     c2i_samples_per_class: int = 10
     t2i_samples_per_prompt: int = 4
     n_t2i_prompts_per_tag: int = 12
-    bf16: bool = True  # autocast the GPT matmuls during training (losses stay fp32)
+    bf16: bool = True  # autocast the GPT matmuls during training where the CPU has native bf16 (losses stay fp32)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
