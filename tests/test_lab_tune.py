@@ -31,6 +31,34 @@ def test_shapes_lr_is_the_final_pretraining_lr_over_100(family, optim):
     assert math.isclose(FAMILY_RECIPES["shapes-c2i"]["lr"], 3e-6)
 
 
+@pytest.mark.parametrize("method", ["sft", "va-pi", "post-train-tokenizer", "ste", "ar-grpo", "cca"])
+def test_every_method_grid_is_centred_on_its_own_recipe_lr(method):
+    """On the shapes world every method's recipe follows one rule (3e-6 for shapes-c2i); on LlamaGen
+    the peers keep their own lr (AR-GRPO and CCA 1e-5, VA-pi 1e-6), each read from its own table."""
+    from types import SimpleNamespace
+
+    from vapi_bench.plugins.va_pi.lab_report import recipe_lr
+
+    shapes = SimpleNamespace(name="shapes-c2i", family="shapes-c2i", conditioning="class")
+    small = SimpleNamespace(name="shapes-c2i-small", family="shapes-c2i-small", conditioning="class")
+    llamagen = SimpleNamespace(name="llamagen-xxl", family="llamagen", conditioning="class")
+    assert math.isclose(recipe_lr(shapes, method), 3e-6)
+    assert math.isclose(recipe_lr(small, method), FAMILY_RECIPES["shapes-c2i-small"]["lr"])
+    if method in ("ar-grpo", "cca"):
+        assert math.isclose(recipe_lr(llamagen, method), 1e-5)
+    elif method == "va-pi":
+        assert math.isclose(recipe_lr(llamagen, method), 1e-6)
+
+
+def test_a_model_without_a_recipe_lr_asks_for_lr_center():
+    from types import SimpleNamespace
+
+    from vapi_bench.plugins.va_pi.lab_report import recipe_lr
+
+    with pytest.raises(UsageError, match="--lr-center"):
+        recipe_lr(SimpleNamespace(name="mine", family="unknown-family", conditioning="class"), "ar-grpo")
+
+
 # ---- the tune protocol ----------------------------------------------------------------------------
 
 

@@ -66,6 +66,8 @@ ROLLOUT_FILE = "ar_grpo_rollout_rank{rank}.pt"
 class ArGrpo(Method):
     """AR-GRPO through the generator contract (any generator with `sample` and a null condition)."""
 
+    recipes = AR_GRPO_RECIPES  # its own per-family table (read by `lab tune` for the lr grid's centre)
+
     def __init__(self, **params: Any) -> None:
         self.params = params
 
@@ -80,7 +82,7 @@ class ArGrpo(Method):
             return ArGrpoStep(generator, cfg, rewards, ctx.seed, reference, Path(ctx.out_dir), ctx.rank)
 
         return finetune_module("ar-grpo", self.params, generator, dataset, ctx, module_name="policy",
-                               module=generator.policy, make_step=make_step, recipes=AR_GRPO_RECIPES)
+                               module=generator.policy, make_step=make_step, recipes=self.recipes)
 
 
 def _check(cfg: dict[str, Any], ctx: StageContext) -> None:

@@ -51,6 +51,8 @@ CCA_PARAMS: tuple[Param, ...] = training_params(CCA_RECIPES, betas=(0.9, 0.95)) 
 class Cca(Method):
     """CCA through the generator contract (needs `null_conditions` when uncond_ratio > 0)."""
 
+    recipes = CCA_RECIPES  # its own per-family table (read by `lab tune` for the lr grid's centre)
+
     def __init__(self, **params: Any) -> None:
         self.params = params
 
@@ -67,7 +69,7 @@ class Cca(Method):
             return CcaStep(generator, cfg, ctx.seed, reference)
 
         return finetune_module("cca", params, generator, dataset, ctx, module_name="policy",
-                               module=generator.policy, make_step=make_step, recipes=CCA_RECIPES)
+                               module=generator.policy, make_step=make_step, recipes=self.recipes)
 
 
 def _check(cfg: dict[str, Any], ctx: StageContext) -> None:

@@ -26,6 +26,7 @@ DEFAULT_RECIPES: dict[str, SamplingRecipe] = {
     "c2i": SamplingRecipe(cfg_scale=2.0),
     "t2i": SamplingRecipe(cfg_scale=2.0),
     "c2i-small": SamplingRecipe(cfg_scale=2.0),
+    "c2i-small-ls": SamplingRecipe(cfg_scale=2.0),
 }
 
 
@@ -44,7 +45,10 @@ MODELS: dict[str, ShapesModel] = {
                     "tiny LlamaGen class-conditional GPT + VQ on the shapes world (24 classes, 32 px, zoo weights)"),
         ShapesModel("shapes-c2i-small", "c2i-small", "shapes-c2i",
                     "under-capacity class-conditional GPT (dim 64, 2 layers) trained to convergence on the same "
-                    "tokens: over-dispersed without CFG, as small LlamaGen models are (zoo weights)"),
+                    "tokens (zoo weights; not over-dispersed: sharpening does not help it)"),
+        ShapesModel("shapes-c2i-small-ls", "c2i-small-ls", "shapes-c2i",
+                    "shapes-c2i-small's GPT trained with label smoothing 0.1 (as MaskGIT trains): over-dispersed, "
+                    "like LlamaGen sampled without CFG; the lab's base with temperature headroom (zoo weights)"),
         ShapesModel("shapes-t2i", "t2i", "shapes-captions",
                     "tiny LlamaGen text-to-image GPT + VQ on shapes captions (word encoder, 32 px, zoo weights)"),
     )

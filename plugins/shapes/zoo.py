@@ -219,7 +219,11 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
                                        warm_start=c2i if cfg.t2i_from_c2i else None)
     save_module(out / FILES["t2i"], t2i)
 
-    c2i_small = train_c2i_small(cfg, seed, stages, out, vq_cfg.codebook_size, side, class_tokens, labels)
+    c2i_small = {"models": {}, "losses": {}}
+    for kind in SMALL_GPTS:
+        part = train_c2i_small(cfg, seed, stages, out, vq_cfg.codebook_size, side, class_tokens, labels, kind)
+        c2i_small["models"].update(part["models"])
+        c2i_small["losses"].update(part["losses"])
     reward = train_reward_net(cfg, seed, stages, out)
 
     featnet_seed = derive_seed(seed, 0, "zoo/featnet")
@@ -261,17 +265,25 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
     }
 
 
+#: the under-capacity c2i GPTs: one trained by maximum likelihood, one with label smoothing
+SMALL_GPTS = ("c2i-small", "c2i-small-ls")
+
+
 def train_c2i_small(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, vocab_size: int, side: int,
-                    class_tokens: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """The under-capacity c2i GPT (`shapes-c2i-small`) on the zoo's class tokens; returns its
-    manifest models / losses entries."""
+                    class_tokens: torch.Tensor, labels: torch.Tensor, kind: str = "c2i-small") -> dict[str, Any]:
+    """An under-capacity c2i GPT on the zoo's class tokens (`shapes-c2i-small`, or with label
+    smoothing `shapes-c2i-small-ls`: the same initialisation and batches, only the targets
+    differ); returns its manifest models / losses entries."""
+    smoothing = cfg.c2i_small_ls_label_smoothing if kind == "c2i-small-ls" else 0.0
     small_cfg = GPTConfig(**cfg.c2i_small_gpt, model_type="c2i", num_classes=NUM_CLASSES,
                           vocab_size=vocab_size, block_size=side * side)
-    gpt, losses = _train_gpt_stage(stages, "train c2i-small GPT", small_cfg, class_tokens, lambda rows: labels[rows],
-                                   cfg.c2i_small_optim, cfg.bf16, derive_seed(seed, 0, "zoo/c2i-small"))
-    save_module(out / FILES["c2i-small"], gpt)
-    return {"models": {"c2i-small": {"config": small_cfg.as_dict(), "bf16_autocast": cfg.bf16 and cpu_has_native_bf16()}},
-            "losses": {"c2i-small": losses}}
+    gpt, losses = _train_gpt_stage(stages, f"train {kind} GPT", small_cfg, class_tokens, lambda rows: labels[rows],
+                                   cfg.c2i_small_optim, cfg.bf16, derive_seed(seed, 0, "zoo/c2i-small"),
+                                   label_smoothing=smoothing)
+    save_module(out / FILES[kind], gpt)
+    return {"models": {kind: {"config": small_cfg.as_dict(), "label_smoothing": smoothing,
+                              "bf16_autocast": cfg.bf16 and cpu_has_native_bf16()}},
+            "losses": {kind: losses}}
 
 
 def train_reward_net(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[str, Any]:
@@ -296,7 +308,7 @@ def train_reward_net(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> d
 
 
 #: stages `zoo build --only` can (re)build into an existing zoo, leaving its other files alone
-EXTRA_STAGES = ("reward-net", "c2i-small")
+EXTRA_STAGES = ("reward-net", *SMALL_GPTS)
 
 
 def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | None = None,
@@ -309,7 +321,7 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
         raise ValueError(f"zoo build --only: choose one of {', '.join(EXTRA_STAGES)}, got {only!r}.")
     root = zoo_dir_or_default(out_dir)
     manifest = read_manifest(root, verify=False)
-    rebuilt = FILES["rewardnet" if only == "reward-net" else "c2i-small"]
+    rebuilt = FILES["rewardnet" if only == "reward-net" else only]
     for name, record in manifest["files"].items():
         if name != rebuilt:  # the file being (re)built may be missing or stale
             verify_file(root / name, record)
@@ -326,13 +338,13 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
             with stages.stage("render data", cfg.n_class_images + cfg.n_caption_images) as step:
                 sets = render_sets(cfg, seed, step)
             if sets.sha256 != manifest["data"]["sha256"]:
-                raise ValueError("zoo build --only c2i-small: the rendered training data differ from the zoo's "
+                raise ValueError(f"zoo build --only {only}: the rendered training data differ from the zoo's "
                                  "(another renderer or config); rebuild the whole zoo.")
             vq = load_vq(root, manifest)
             with stages.stage("tokenize", len(sets.class_images)) as step:
                 tokens = encode_dataset(vq, sets.class_images, on_batch=step)
             part = train_c2i_small(cfg, seed, stages, staging, vq.config.codebook_size,
-                                   vq.grid_size(cfg.image_size), tokens, sets.class_labels)
+                                   vq.grid_size(cfg.image_size), tokens, sets.class_labels, only)
         manifest["files"][rebuilt] = file_record(staging / rebuilt)
         manifest["models"].update(part["models"])
         manifest["losses"].update(part["losses"])
@@ -360,14 +372,14 @@ def class_captions(labels: list[int]) -> list[str]:
 
 def _train_gpt_stage(stages: _Stages, name: str, gpt_cfg: GPTConfig, tokens: torch.Tensor, conditions: Any,
                      optim: OptimConfig, bf16: bool, seed: int,
-                     warm_start: GPT | None = None) -> tuple[GPT, dict[str, float]]:
+                     warm_start: GPT | None = None, label_smoothing: float = 0.0) -> tuple[GPT, dict[str, float]]:
     torch.manual_seed(seed)  # initialisation and class / caption dropout draws
     gpt = GPT(gpt_cfg)
     if warm_start is not None:
         copy_trunk(warm_start, gpt)
     with stages.stage(name, optim.steps) as step:
         losses = train_gpt(gpt, tokens, conditions, optim, seed, bf16=bf16 and cpu_has_native_bf16(),
-                           on_step=_loss_bar(step))
+                           label_smoothing=label_smoothing, on_step=_loss_bar(step))
         _finish(step, optim)
     return gpt, losses
 

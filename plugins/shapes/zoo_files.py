@@ -1,6 +1,6 @@
 """The zoo on disk: file names, the manifest, verification, and rebuilding modules from it.
 
-A zoo directory holds vq.safetensors, c2i.safetensors, t2i.safetensors, c2i-small.safetensors
+A zoo directory holds vq.safetensors, c2i.safetensors, t2i.safetensors, c2i-small(-ls).safetensors
 (the under-capacity c2i base), featnet.safetensors (the evaluation network), rewardnet.safetensors
 (the perceptual reward's network) and manifest.json. The manifest is the single source of the model configs, so the weights can never
 be paired with the wrong architecture, and it records each file's sha256, which is checked on
@@ -34,11 +34,12 @@ FILES: dict[str, str] = {
     "t2i": "t2i.safetensors",
     "featnet": "featnet.safetensors",
     "c2i-small": "c2i-small.safetensors",
+    "c2i-small-ls": "c2i-small-ls.safetensors",
     "rewardnet": "rewardnet.safetensors",
 }
 #: the repository ships the zoo; it must stay small
 MAX_TOTAL_BYTES = 20 * 1024 * 1024
-GPT_KINDS = ("c2i", "t2i", "c2i-small")
+GPT_KINDS = ("c2i", "t2i", "c2i-small", "c2i-small-ls")
 
 
 def zoo_dir_or_default(zoo_dir: str | Path | None) -> Path:

@@ -185,6 +185,7 @@ def train_gpt(
     seed: int,
     *,
     bf16: bool = True,
+    label_smoothing: float = 0.0,
     on_step: StepCallback | None = None,
 ) -> dict[str, float]:
     """Next-token CE training of a LlamaGen GPT on token ids [N, T].
@@ -193,6 +194,8 @@ def train_gpt(
     caption features and mask). bf16 autocast runs the matmuls (about 4x faster on our CPUs);
     logits and the loss stay fp32. Attention runs on SDPA's plain math kernel: for sequences of
     ~100 tokens its backward is faster on CPU than the flash kernel (~20% of a step here).
+    label_smoothing > 0 trains on targets mixed with the uniform distribution (MaskGIT's 0.1): the
+    model learns that mixture, so it samples too many off-mode tokens at temperature 1.
     Returns the mean loss over the last 10% of steps.
     """
     picker = torch_generator(seed)
@@ -205,7 +208,8 @@ def train_gpt(
         batch = tokens[rows]
         with autocast, sdpa_kernel(SDPBackend.MATH):
             logits = gpt(conditions(rows), batch)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.reshape(-1))
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.reshape(-1),
+                               label_smoothing=label_smoothing)
         _check_finite(loss, "gpt", step)
         norm = _step(gpt, optimiser, loss, cfg, step)
         if step >= cfg.steps - max(cfg.steps // 10, 1):

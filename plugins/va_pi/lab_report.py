@@ -55,6 +55,7 @@ class TuneSetup:
     results_dir: Path
     device: str
     batch_size: int
+    precision: str = "auto"
 
 
 RunFn = Callable[..., list[dict[str, Any]]]
@@ -74,11 +75,14 @@ def _generator(setup: TuneSetup) -> Any:
     return load_generator(setup.model, device=setup.device, **params)
 
 
-def recipe_lr(generator: Any) -> float:
-    """The family recipe's lr: the centre of every method's grid (the same rule for all methods)."""
-    from .recipes import FALLBACK_FAMILY, FAMILY_RECIPES, family_key
+def recipe_lr(generator: Any, method: str) -> float:
+    """The centre of a method's lr grid: its recipe's lr for this generator (for the shapes world
+    every method's recipe follows the same rule, recipes.post_training_lr)."""
+    from vapi_bench import load_method
 
-    return float(FAMILY_RECIPES[family_key(generator) or FALLBACK_FAMILY]["lr"])
+    from .recipes import method_recipe_lr
+
+    return method_recipe_lr(load_method(method), generator)
 
 
 def _pick(rows: list[dict[str, Any]], variant: str, where: str) -> dict[str, Any]:
@@ -92,10 +96,8 @@ def _pick(rows: list[dict[str, Any]], variant: str, where: str) -> dict[str, Any
 def run_tune(setup: TuneSetup, run: RunFn) -> None:
     labs = [parse_lab_method(m) for m in setup.methods]
     base = _generator(setup)
-    grid = lr_grid(setup.lr_center or recipe_lr(base), setup.lr_factors)
-    grid_text = " ".join(f"{lr:g}" for lr in grid)
     common = dict(runs_dir=setup.runs_dir, results_dir=setup.results_dir, device=setup.device,
-                  leaderboard=False, batch_size=setup.batch_size)
+                  leaderboard=False, batch_size=setup.batch_size, precision=setup.precision)
     base_over = {k: v for k, v in setup.overrides.items() if k.startswith(("task.", "model."))}
     validation_rows: list[dict[str, Any]] = []
     test_rows: list[dict[str, Any]] = []
@@ -108,6 +110,8 @@ def run_tune(setup: TuneSetup, run: RunFn) -> None:
                                      {**base_over, **{k: v for k, v in setup.validate.items() if k.startswith("task.")}},
                                      **common)]
     for lab in labs:
+        grid = lr_grid(setup.lr_center or recipe_lr(base, lab.method), setup.lr_factors)
+        grid_text = " ".join(f"{lr:g}" for lr in grid)
         scores: dict[float, float] = {}
         tried = []
         for lr in grid:

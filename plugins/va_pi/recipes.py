@@ -62,6 +62,7 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
 }
 # the under-capacity c2i base: the same recipe, its lr from its own pre-training schedule
 FAMILY_RECIPES["shapes-c2i-small"] = {**FAMILY_RECIPES["shapes-c2i"], "lr": _shapes_lr("c2i_small_optim")}
+FAMILY_RECIPES["shapes-c2i-small-ls"] = dict(FAMILY_RECIPES["shapes-c2i-small"])  # same pre-training schedule
 
 
 def families() -> list[Family]:
@@ -202,6 +203,7 @@ CCA_RECIPES: dict[str, dict[str, Any]] = {
 # the under-capacity c2i base gets the same peer recipes, with its own pre-training's lr
 for _table in (AR_GRPO_RECIPES, CCA_RECIPES):
     _table["shapes-c2i-small"] = {**_table["shapes-c2i"], "lr": _shapes_lr("c2i_small_optim")}
+    _table["shapes-c2i-small-ls"] = dict(_table["shapes-c2i-small"])
 #: CCA's λ per LlamaGen size (README: B / L / XL / XXL / 3B)
 CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llamagen-xl": 1000.0,
                                 "llamagen-xxl": 1000.0, "llamagen-3b": 500.0}
@@ -230,8 +232,7 @@ def resolve_with_table(
     from the generator's family (or family + '-c2i'/'-t2i'); a family the table lacks raises
     UsageError naming the keys to set."""
     family = getattr(generator, "family", "") or ""
-    suffixed = f"{family}-{'c2i' if generator.conditioning == 'class' else 't2i'}"
-    key = next((k for k in (family, suffixed) if k in table), None)
+    key = table_key(generator, table)
     keys = {k for recipe in table.values() for k in recipe}
     out = dict(values)
     missing = [k for k, v in values.items() if v is None and k in keys and (key is None or k not in table[key])]
@@ -243,3 +244,29 @@ def resolve_with_table(
         if value is None and key is not None and name in table[key]:
             out[name] = table[key][name]
     return _finish(out, key, generator, ctx, where)
+
+
+def table_key(generator: Generator, table: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The key of `table` for the generator's family (or family + '-c2i' / '-t2i'), None if absent."""
+    family = getattr(generator, "family", "") or ""
+    suffixed = f"{family}-{'c2i' if generator.conditioning == 'class' else 't2i'}"
+    return next((k for k in (family, suffixed) if k in table), None)
+
+
+def method_recipe_lr(method: Any, generator: Generator) -> float:
+    """The learning rate a method's recipe gives this generator: its own table (`method.recipes`,
+    ar-grpo / cca) or the family defaults every other method reads. Raises UsageError when neither
+    has one (then `lab tune --lr-center` says where the grid goes)."""
+    from vapi_bench.families import find_family
+
+    table = getattr(method, "recipes", None)
+    if table is not None:
+        key = table_key(generator, table)
+        recipe = table[key] if key is not None else {}
+    else:
+        family = find_family(generator)
+        recipe = family.defaults if family is not None else {}
+    if "lr" not in recipe:
+        raise UsageError(f"no recipe lr for model '{generator.name}' (family '{getattr(generator, 'family', '')}') "
+                         f"in method '{getattr(method, 'name', type(method).__name__)}'; give --lr-center.")
+    return float(recipe["lr"])
