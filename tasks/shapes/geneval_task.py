@@ -153,6 +153,7 @@ class ShapesGenEvalTask(layout.GenEvalLayoutTask):
             per_sample=records,
             evaluator=EVALUATOR,
             evaluator_version=f"vapi-bench {__version__}",
-            extra={"split": self.split, "tags": list(self.tags), "prompts": len(self.metadata), "images_per_prompt": self.images_per_prompt,
+            extra={"split": self.split, "tags": list(self.tags), "prompts": len(self.metadata),
+                   "images_per_prompt": self.images_per_prompt,
                    "options": {"position_threshold": self.options.position_threshold}},
         )
