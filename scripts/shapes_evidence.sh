@@ -87,3 +87,14 @@ done
 for model in "${MODELS[@]}"; do
   tune "$model" "$METHODS" "$RESULTS"
 done
+
+# ---- the t2i lab (--full only): shapes-t2i on shapes-geneval ---------------------------------------
+# Every method's lr is chosen on the VAL prompts (task.split=val: 56 colour-binding prompts, none
+# asking for a test prompt's scene) by the highest overall, with CFG (the t2i recipe, as the paper
+# reports GenEval); the chosen lr runs seeds 0, 1, 2 on GenEval's 183 TEST prompts; CIs on overall
+# resample seeds and prompts (within their tag). 8 images per prompt (1,464 test images, 448 on
+# validation) cost about what one shapes-fid n=1000 run above costs with and without CFG (2,000
+# images): measured on one CPU thread, ~0.086 s per t2i image (CFG sampling + detector) against
+# ~0.07 s per c2i image (sampling without and with CFG + features).
+T2I=(--set task.images_per_prompt=8 --batch-size 250 --runs-dir runs --results-dir "$RESULTS")
+$VB lab tune -m shapes-t2i -t shapes-geneval --methods "$METHODS" --seeds 0,1,2 "${CI[@]}" "${T2I[@]}"

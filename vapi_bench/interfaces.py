@@ -265,10 +265,26 @@ class TaskResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """How a task is validated, for tools that choose settings (`vapi-bench lab tune`): the --set
+    overrides that turn it into its validation setting (a reference or prompt set disjoint from the
+    test one), the metric that selects, whether lower or higher is better, and the leaderboard
+    variant read (None: the run's only row, for tasks that score one sampling recipe)."""
+
+    overrides: Mapping[str, str]
+    metric: str
+    mode: Literal["min", "max"]
+    variant: str | None = None
+
+
 class Task(ABC):
-    """An evaluation task: what to sample, and how to score a finished sample set."""
+    """An evaluation task: what to sample, and how to score a finished sample set.
+
+    `validation` (None: none declared) is the task's validation setting and selection metric."""
 
     conditioning: Literal["class", "text"]
+    validation: Validation | None = None
 
     @abstractmethod
     def items(self, generator: Generator, limit: int | None = None) -> list[SampleItem]:

@@ -24,6 +24,9 @@ class Param:
     tuple default). `choices` restricts string values. `from_family` marks a method parameter whose
     default (None) is the generator family's declared value (`interfaces.Family`); the runner
     checks before any stage runs that the family declares it or the user set it.
+    `keyed_at_default=False` marks a parameter added after runs were recorded whose default
+    reproduces the old behaviour: at its default it is left out of the run's recorded parameters
+    (and so of its stage keys and leaderboard identity), and those runs keep their keys.
     """
 
     name: str
@@ -32,6 +35,7 @@ class Param:
     help: str
     choices: tuple[Any, ...] | None = None
     from_family: bool = False
+    keyed_at_default: bool = True
 
     def describe(self) -> str:
         extra = f" one of {list(self.choices)}" if self.choices else ""
@@ -101,6 +105,13 @@ def resolve_params(
             raise UsageError(f"{where} has no parameter '{key}'.{hint}\nValid keys:\n  {listing}")
         values[key] = by_name[key].coerce(raw, where)
     return values
+
+
+def keyed_params(declared: Sequence[Param], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved values that identify a run: all of them except parameters declared with
+    keyed_at_default=False that hold their default (see Param)."""
+    unkeyed = {p.name: p.default for p in declared if not p.keyed_at_default}
+    return {k: v for k, v in values.items() if k not in unkeyed or v != unkeyed[k]}
 
 
 def parse_set_options(items: Iterable[str]) -> dict[str, str]:

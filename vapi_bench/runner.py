@@ -35,7 +35,7 @@ from .hashing import environment_versions, file_digest, git_commit, stable_hash
 from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task, has_capability
 from .leaderboard import append_rows, leaderboard_path
 from .loggers import LOGGER_PARAMS, open_logger, preview_conditions, sample_preview
-from .params import resolve_params, route_overrides
+from .params import keyed_params, resolve_params, route_overrides
 from .precision import resolve_precision
 from .progress import make_progress, stage
 from .registry import Registry, get_registry
@@ -182,7 +182,7 @@ class Runner:
         for name, values in every_method.items():  # before any stage: not after SFT has finished
             apply_family_defaults(values, family_keys(siblings[name].params), generator, f"method '{name}'",
                                   qualifier=name, registry=reg)
-        identity = {"model": gen_e.name, "params": model_params, "checkpoint": req.checkpoint,
+        identity = {"model": gen_e.name, "params": keyed_params(gen_e.params, model_params), "checkpoint": req.checkpoint,
                     "describe": generator.describe()}
         extra: dict[str, Any] = {}
         if req.checkpoint and Path(req.checkpoint).exists():  # the core, not each plugin, hashes it
@@ -202,9 +202,10 @@ class Runner:
             dataset = (ds_e, dataset_params)
             dataset_name = ds_e.name
         spec = RunSpec(
-            model=gen_e.name, model_params=model_params, checkpoint=req.checkpoint,
-            model_fingerprint=fingerprint, method=meth_e.name, method_params=method_params,
-            dataset=dataset_name, dataset_params=dataset_params, task=task_e.name if task_e else "", task_params=task_params,
+            model=gen_e.name, model_params=keyed_params(gen_e.params, model_params), checkpoint=req.checkpoint,
+            model_fingerprint=fingerprint, method=meth_e.name, method_params=keyed_params(meth_e.params, method_params),
+            dataset=dataset_name, dataset_params=dataset_params, task=task_e.name if task_e else "",
+            task_params=keyed_params(task_declared, task_params),
             sampling_overrides=sampling, seed=req.seed, limit=req.limit, precision=self.precision,
             method_identity=method.is_identity, extra=extra,
         )

@@ -187,11 +187,15 @@ def tune(
     lr_center: Optional[float] = typer.Option(None, "--lr-center", help="grid centre (default: the family recipe lr)"),
     tune_seed: int = typer.Option(0, "--tune-seed"),
     seeds: str = typer.Option("0,1,2", "--seeds", help="test seeds of the chosen setting"),
-    select_metric: str = typer.Option("fid", "--select-metric"),
-    select_variant: str = typer.Option("no-cfg", "--select-variant"),
-    select_mode: str = typer.Option("min", "--select-mode", help="min (FID) or max (GenEval overall)"),
-    validate: list[str] = typer.Option(["task.reference_split=val", "task.cfg=without"], "--validate",
-                                       help="--set overrides that turn the task into its validation setting"),
+    select_metric: Optional[str] = typer.Option(None, "--select-metric",
+                                                help="default: the task's (shapes-fid: fid; shapes-geneval: overall)"),
+    select_variant: Optional[str] = typer.Option(None, "--select-variant",
+                                                 help="default: the task's (shapes-fid: no-cfg; shapes-geneval: its one row)"),
+    select_mode: Optional[str] = typer.Option(None, "--select-mode",
+                                              help="min or max; default: the task's (fid: min, overall: max)"),
+    validate: Optional[list[str]] = typer.Option(
+        None, "--validate", help="--set overrides that turn the task into its validation setting; default: the "
+        "task's (shapes-fid: task.reference_split=val task.cfg=without; shapes-geneval: task.split=val)"),
     set_: list[str] = typer.Option([], "--set", help="overrides of every run (e.g. task.n=1000)"),
     controls: bool = typer.Option(True, "--controls/--no-controls",
                                   help="sample the base at each method's entropy-matched temperature"),
@@ -205,13 +209,17 @@ def tune(
 ) -> None:
     """The fair protocol: equal lr grid per method, chosen on validation, 3 test seeds, controls, CIs."""
     results_dir = results_dir or default_results_dir(runs_dir)
-    from .lab_report import TuneSetup, run_tune
+    from .lab_report import TuneSetup, load_task_of, run_tune
+    from .lab_tune import resolve_selection
 
+    overrides = _parse_sets(set_)
+    selection = resolve_selection(load_task_of(task, overrides), task, _parse_sets(validate) if validate else None,
+                                  select_metric, select_mode, select_variant)
     setup = TuneSetup(
         model=model, task=task, methods=_split(methods), lr_factors=[float(f) for f in _split(lr_factors)],
         lr_center=lr_center, tune_seed=tune_seed, seeds=[int(x) for x in _split(seeds)],
-        select_metric=select_metric, select_variant=select_variant, select_mode=select_mode,
-        validate=_parse_sets(validate), overrides=_parse_sets(set_), controls=controls, control_n=control_n,
+        select_metric=selection.metric, select_variant=selection.variant, select_mode=selection.mode,
+        validate=selection.validate, overrides=overrides, controls=controls, control_n=control_n,
         ci_reps=ci_reps, runs_dir=runs_dir, results_dir=results_dir, device=device, batch_size=batch_size,
         precision=precision,
     )

@@ -6,7 +6,9 @@ Writes, under the results directory (<m> = model, <t> = task):
   temperature controls (with the teacher-forced entropy / held-out CE of each fine-tuned policy);
 - lab-<m>-<t>.csv: per label and variant, mean and std over seeds, the chosen lr and the grid, and
   the paired differences delta_<metric>_vs_none / _vs_sft / _vs_control with their 95% bootstrap
-  interval (..._ci_low, ..._ci_high) and real_vs_* (the interval excludes 0);
+  interval (..._ci_low, ..._ci_high) and real_vs_* (the interval excludes 0); <metric> is fid for
+  tasks that give per-sample features (shapes-fid: seeds and images resampled) and overall for
+  GenEval tasks (per-prompt correctness: seeds and prompts resampled, prompts within their tag);
 and appends the test rows (with label, lr, lr_grid) to the task's leaderboard.
 Every run goes through the ordinary runner, so an interrupted or repeated `lab tune` reuses every
 finished stage; methods can be tuned in separate processes and the report redone by one call with
@@ -27,7 +29,7 @@ from vapi_bench.progress import console
 from vapi_bench.store import write_csv
 
 from .lab_tune import LabMethod, choose, lr_grid, parse_lab_method
-from .significance import fid_statistic, paired_bootstrap
+from .significance import Statistic, fid_statistic, group_mean_statistic, paired_bootstrap
 
 #: the labels every method is compared against (when they are part of the run)
 REFERENCES = ("none", "sft")
@@ -44,7 +46,7 @@ class TuneSetup:
     tune_seed: int
     seeds: list[int]
     select_metric: str
-    select_variant: str
+    select_variant: Optional[str]
     select_mode: str
     validate: dict[str, str]
     overrides: dict[str, str]
@@ -85,7 +87,19 @@ def recipe_lr(generator: Any, method: str) -> float:
     return method_recipe_lr(load_method(method), generator)
 
 
-def _pick(rows: list[dict[str, Any]], variant: str, where: str) -> dict[str, Any]:
+def load_task_of(name: str, overrides: dict[str, str]) -> Any:
+    """The task as the lab's test runs build it: its parameters with the task.* overrides."""
+    from vapi_bench import load_task
+
+    return load_task(name, **{k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("task.")})
+
+
+def _pick(rows: list[dict[str, Any]], variant: Optional[str], where: str) -> dict[str, Any]:
+    if variant is None:
+        if len(rows) == 1:
+            return rows[0]
+        raise UsageError(f"lab tune: {where} has several variants ({[r['variant'] for r in rows]}); "
+                         "pass --select-variant.")
     for row in rows:
         if row["variant"] == variant:
             return row
@@ -214,27 +228,47 @@ def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], tes
 # ---- the report -------------------------------------------------------------------------------
 
 
-def _paired_data(setup: TuneSetup, base: Any, rows: list[dict[str, Any]]) -> Optional[Callable[[dict[str, Any]], Any]]:
-    """row -> per-sample data of its samples (features for FID), or None when the task offers none."""
-    from vapi_bench import load_task
-    from vapi_bench.params import resolve_params
-    from vapi_bench.registry import get_registry
+@dataclass
+class PairedMetric:
+    """What the paired bootstrap needs of a task: row -> its per-unit data (one array per run),
+    the statistic of a data array, the column of the data that labels each unit's stratum (None:
+    unstratified) and the metric's name in the delta_<metric>_vs_* columns."""
 
-    entry = get_registry().get("tasks", setup.task)
-    task_over = {k.split(".", 1)[1]: v for k, v in setup.overrides.items() if k.startswith("task.")}
-    task = load_task(setup.task, **resolve_params(entry.params, task_over, setup.task))
-    if not hasattr(task, "sample_features"):
-        return None
-    items = task.items(base)
+    metric: str
+    data: Callable[[dict[str, Any]], np.ndarray]
+    statistic: Statistic
+    strata_column: Optional[int] = None
 
-    def features(row: dict[str, Any]) -> np.ndarray:
-        record = _run_record(setup.runs_dir, row["run_id"])
-        variants = [r["variant"] for r in record["results"]]
-        key = record["stage_keys"]["variants"][variants.index(row["variant"])]["sample"]
-        return task.sample_features(setup.runs_dir / "samples" / key, items, setup.device)
 
-    features.reference = task.reference_stats(task.output_size(base) or base.image_size, setup.device)  # type: ignore[attr-defined]
-    return features
+def _variant_keys(runs_dir: Path, row: dict[str, Any]) -> dict[str, str]:
+    """The stage keys (sample, score) of a leaderboard row's variant."""
+    record = _run_record(runs_dir, row["run_id"])
+    variants = [r["variant"] for r in record["results"]]
+    return record["stage_keys"]["variants"][variants.index(row["variant"])]
+
+
+def _paired_data(setup: TuneSetup, base: Any) -> Optional[PairedMetric]:
+    """The task's paired data: FID features per sample, or GenEval correctness per prompt; None
+    when the task offers neither."""
+    from vapi_bench.store import read_jsonl
+
+    task = load_task_of(setup.task, setup.overrides)
+    if hasattr(task, "sample_features"):
+        items = task.items(base)
+
+        def features(row: dict[str, Any]) -> np.ndarray:
+            key = _variant_keys(setup.runs_dir, row)["sample"]
+            return task.sample_features(setup.runs_dir / "samples" / key, items, setup.device)
+
+        reference = task.reference_stats(task.output_size(base) or base.image_size, setup.device)
+        return PairedMetric("fid", features, fid_statistic(*reference))
+    if hasattr(task, "prompt_accuracy"):
+        def correctness(row: dict[str, Any]) -> np.ndarray:
+            key = _variant_keys(setup.runs_dir, row)["score"]
+            return task.prompt_accuracy(read_jsonl(setup.runs_dir / "scores" / key / "per-sample.jsonl"))
+
+        return PairedMetric("overall", correctness, group_mean_statistic, strata_column=0)
+    return None
 
 
 def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, Any]],
@@ -247,17 +281,16 @@ def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, An
         write_csv(setup.results_dir / f"{stem}-validation.csv", _uniform(validation_rows))
     write_csv(setup.results_dir / f"{stem}-seeds.csv", _uniform(test_rows))
     df = pd.DataFrame(test_rows)
-    data = _paired_data(setup, base, test_rows)
+    paired = _paired_data(setup, base)
     summary = []
     cache: dict[tuple[str, str], list[np.ndarray]] = {}
 
     def per_seed(label: str, variant: str) -> list[np.ndarray]:
         if (label, variant) not in cache:
             part = df[(df["label"] == label) & (df["variant"] == variant)].sort_values("seed")
-            cache[(label, variant)] = [data(r) for r in part.to_dict("records")]  # type: ignore[misc]
+            cache[(label, variant)] = [paired.data(r) for r in part.to_dict("records")]  # type: ignore[union-attr]
         return cache[(label, variant)]
 
-    stat = fid_statistic(*data.reference) if data is not None else None  # type: ignore[union-attr]
     for (label, variant), part in df.groupby(["label", "variant"], sort=False):
         row: dict[str, Any] = {"model": setup.model, "task": setup.task, "label": label, "variant": variant,
                                "seeds": int(part["seed"].nunique()), "lr": part["lr"].iloc[0],
@@ -265,17 +298,18 @@ def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, An
         for metric in SUMMARY_METRICS + ("entropy", "heldout_ce", "matched_temperature", "control_temperature"):
             if metric in part and pd.api.types.is_numeric_dtype(part[metric]) and part[metric].notna().any():
                 row[f"{metric}_mean"], row[f"{metric}_std"] = part[metric].mean(), part[metric].std()
-        if stat is not None and label != "none":
+        if paired is not None and label != "none":
             others = {ref: ref for ref in REFERENCES}
             others["control"] = f"T-control:{label}"
             for name, other in others.items():
                 if other == label or not ((df["label"] == other) & (df["variant"] == variant)).any():
                     continue
-                delta = paired_bootstrap(stat, per_seed(label, variant), per_seed(other, variant),
-                                         reps=setup.ci_reps, seed=0)
-                row[f"delta_fid_vs_{name}"] = delta.delta
-                row[f"delta_fid_vs_{name}_ci_low"] = delta.ci_low
-                row[f"delta_fid_vs_{name}_ci_high"] = delta.ci_high
+                mine = per_seed(label, variant)
+                strata = None if paired.strata_column is None else mine[0][:, paired.strata_column]
+                delta = paired_bootstrap(paired.statistic, mine, per_seed(other, variant),
+                                         reps=setup.ci_reps, seed=0, strata=strata)
+                column = f"delta_{paired.metric}_vs_{name}"
+                row[column], row[f"{column}_ci_low"], row[f"{column}_ci_high"] = delta.delta, delta.ci_low, delta.ci_high
                 row[f"real_vs_{name}"] = delta.real
         summary.append(row)
     write_csv(setup.results_dir / f"{stem}.csv", _uniform(summary))

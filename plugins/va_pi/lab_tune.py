@@ -6,12 +6,16 @@ and scored on a VALIDATION setting of the task (shapes-fid: reference_split=val,
 disjoint from the test one). The best grid point is then trained with every test seed and scored
 on the test setting; those rows go to the leaderboard with the chosen lr and the grid. No method
 gets more tries than another, and the test reference never chooses anything.
+
+What "validation" means and which metric selects is the task's to say (`Task.validation`):
+shapes-fid chooses by the lowest no-CFG FID on its validation reference, shapes-geneval by the
+highest overall on its val prompts. The user's --validate / --select-* options override it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 from vapi_bench.errors import UsageError
 
@@ -67,3 +71,30 @@ def choose(scores: dict[float, float], mode: str) -> float:
         raise UsageError("lab tune: every grid point failed to produce a validation score.")
     sign = 1.0 if mode == "min" else -1.0
     return min(finite, key=lambda lr: (sign * finite[lr], lr))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How grid points are compared: the validation overrides, the metric, min/max, the variant
+    row read (None: the run's only row)."""
+
+    validate: dict[str, str]
+    metric: str
+    mode: str
+    variant: Optional[str]
+
+
+def resolve_selection(task: Any, task_name: str, validate: Optional[dict[str, str]], metric: Optional[str],
+                      mode: Optional[str], variant: Optional[str]) -> Selection:
+    """Each option the user gave, else the task's declared `validation`; a task that declares none
+    needs --validate, --select-metric and --select-mode."""
+    declared = getattr(task, "validation", None)
+    if declared is None and (validate is None or metric is None or mode is None):
+        raise UsageError(f"lab tune: task '{task_name}' declares no validation setting; pass --validate, "
+                         "--select-metric and --select-mode.")
+    return Selection(
+        validate=dict(declared.overrides) if validate is None else dict(validate),
+        metric=declared.metric if metric is None else metric,
+        mode=declared.mode if mode is None else mode,
+        variant=(declared.variant if declared is not None else None) if variant is None else variant,
+    )

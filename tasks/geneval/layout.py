@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 from vapi_bench.errors import DataError
 from vapi_bench.interfaces import SampleItem, Task
 from vapi_bench.store import atomic_write_text
+
+from .prompts import TAGS
 
 
 def prompt_dir(root: Path, prompt_index: int) -> Path:
@@ -60,6 +64,20 @@ class GenEvalLayoutTask(Task):
 
     def image_path(self, sample_dir: Path, item: SampleItem) -> Path:
         return image_path(sample_dir, item.meta["prompt_index"], item.meta["image_index"])
+
+    def prompt_accuracy(self, per_sample: Iterable[dict[str, Any]]) -> np.ndarray:
+        """Rows (tag index in TAGS, fraction of the prompt's images judged correct), one per prompt
+        in prompt order, from a scored run's per-image records: the units a paired bootstrap
+        resamples (row p is prompt p for every method and seed), stratified by the tag column."""
+        per_sample = list(per_sample)
+        correct = np.zeros(len(self.metadata))
+        for record in per_sample:
+            correct[record["prompt_index"]] += bool(record["correct"])
+        if len(per_sample) != len(self.metadata) * self.images_per_prompt:
+            raise DataError(f"GenEval: {len(per_sample)} scored images, expected {len(self.metadata)} prompts x "
+                            f"{self.images_per_prompt}; the run was scored with other task settings.")
+        tags = [TAGS.index(record["tag"]) for record in self.metadata]
+        return np.column_stack([tags, correct / self.images_per_prompt])
 
     def write_layout(self, sample_dir: Path, items: Sequence[SampleItem]) -> None:
         written: set[int] = set()

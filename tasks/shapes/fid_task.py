@@ -19,7 +19,7 @@ from vapi_bench import __version__
 from vapi_bench.errors import DataError, UsageError
 from vapi_bench.hashing import file_digest
 from vapi_bench.imageio import load_png
-from vapi_bench.interfaces import Generator, SampleItem, SamplingRecipe, StageContext, Task, TaskResult
+from vapi_bench.interfaces import Generator, SampleItem, SamplingRecipe, StageContext, Task, TaskResult, Validation
 from vapi_bench.metrics import (
     frechet_distance,
     gaussian_stats,
@@ -56,6 +56,9 @@ FID_PARAMS: tuple[Param, ...] = (
 
 class ShapesFIDTask(Task):
     conditioning = "class"
+    #: `lab tune` chooses on the validation reference, without CFG, by the lowest FID
+    validation = Validation(overrides={"task.reference_split": "val", "task.cfg": "without"}, metric="fid",
+                            mode="min", variant="no-cfg")
 
     def __init__(self, n: int = 1000, reference_n: int = 5000, reference_seed: int = 0, reference_split: str = "ref",
                  cfg: str = "both", featnet: str = "", split_size: int = 5000, kid_subsets: int = 100,
