@@ -8,8 +8,10 @@
 #      and scored on the TEST reference; the base sampled at each method's entropy-matched
 #      temperature (the control); paired bootstrap CIs vs none / sft / the control
 #      -> <results>/lab-<model>-shapes-fid{,-seeds,-validation}.csv and leaderboard rows.
+#   3. (--full) the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts.
 # Without --full: shapes-c2i, sft and va-pi, no CFG (a 2-core budget). --full: every registered
-# method, with and without CFG, on both c2i bases (hours on one CPU core; minutes on one GPU with
+# method, with and without CFG, on the three c2i bases (shapes-c2i, shapes-c2i-small-ls,
+# shapes-c2i-small) and on shapes-t2i (hours on one CPU core; minutes on one GPU with
 # --device cuda --jobs 16).
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
 # --jobs N, each (base, method) is tuned in its own process (N at a time, logs in runs/logs/),
@@ -17,7 +19,11 @@
 # Precision is fp32 unless --precision says otherwise, so the stage keys (and, up to the device's
 # arithmetic, the numbers) are the same on CPU and GPU.
 #
-#   bash scripts/shapes_evidence.sh --results-dir results [--full] [--device cuda] [--jobs N] [--set K=V ...]
+# --deadline S (with --jobs) stops the jobs still running after S seconds; the tables then hold the
+# methods that finished and the script names the others (a time-limited machine).
+#
+#   bash scripts/shapes_evidence.sh --results-dir results [--full] [--device cuda] [--jobs N]
+#        [--deadline S] [--set K=V ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=results
@@ -25,7 +31,8 @@ FULL=0
 DEVICE=cpu
 JOBS=1
 PRECISION=fp32
-EXTRA=()  # --set overrides of every run, after the protocol's (a smoke test: --set task.n=64 --set method.steps=2)
+DEADLINE=999999  # --deadline S (with --jobs): stop waiting after S seconds; the tables use what finished
+EXTRA=()  # --set overrides of every run, after the protocol's (a smoke test: --set method.steps=2)
 while [ $# -gt 0 ]; do
   case "$1" in
     --results-dir) RESULTS=$2; shift 2 ;;
@@ -34,67 +41,83 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS=$2; shift 2 ;;
     --precision) PRECISION=$2; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
-    *) echo "unknown option $1 (use --results-dir DIR, --full, --device cpu|cuda, --jobs N, --precision P, --set K=V)" >&2; exit 2 ;;
+    --deadline) DEADLINE=$2; shift 2 ;;
+    *) echo "unknown option $1 (use --results-dir DIR, --full, --device cpu|cuda, --jobs N, --precision P, --set K=V, --deadline S)" >&2; exit 2 ;;
   esac
 done
 [ -x .venv/bin/vapi-bench ] && VB=.venv/bin/vapi-bench || { bash scripts/setup.sh; VB=.venv/bin/vapi-bench; }
 PY=$(dirname "$VB")/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-COMMON=(--set task.n=1000 --batch-size 250 --runs-dir runs --device "$DEVICE" --precision "$PRECISION" "${EXTRA[@]}")
+COMMON=(--batch-size 250 --runs-dir runs --device "$DEVICE" --precision "$PRECISION")
 CI=(--ci-reps 200)
 METHODS=sft,va-pi
 CFG=(--set task.cfg=without)
-MODELS=(shapes-c2i)
+LABS=(shapes-c2i:shapes-fid)
 SWEEPS=("shapes-c2i:1.0,0.95,0.9")
 if [ "$FULL" = 1 ]; then
   METHODS=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca
   CFG=()
-  MODELS=(shapes-c2i shapes-c2i-small)
-  SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small:1.0,0.9,0.8,0.7")
-  # the second base: build it when the zoo does not have it yet
-  "$PY" -c "import json,sys; sys.exit('c2i-small' not in json.load(open('plugins/shapes/zoo/manifest.json'))['models'])" \
-    || $VB zoo build --only c2i-small --threads "$OMP_NUM_THREADS"
+  # in priority order: the zoo base, the base with headroom, the t2i world, the under-capacity base
+  LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-t2i:shapes-geneval shapes-c2i-small:shapes-fid)
+  SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7")
+  # the second and third c2i bases: build them when the zoo does not have them yet
+  for kind in c2i-small c2i-small-ls; do
+    "$PY" -c "import json,sys; sys.exit('$kind' not in json.load(open('plugins/shapes/zoo/manifest.json'))['models'])" \
+      || $VB zoo build --only $kind --threads "$OMP_NUM_THREADS"
+  done
 fi
 
-# tune(model, methods, results-dir): the fair protocol for those methods on that base
-tune() {
-  $VB lab tune -m "$1" -t shapes-fid --methods "$2" --seeds 0,1,2 "${CI[@]}" "${CFG[@]}" "${COMMON[@]}" --results-dir "$3"
+# lab(model:task, methods, results-dir): the fair protocol for those methods on that base and task.
+# shapes-fid: n=1000 images per run. shapes-geneval: its lr is chosen on the VAL prompts
+# (task.split=val: 56 colour-binding prompts, none asking for a test prompt's scene) by the highest
+# overall, with CFG (the t2i recipe, as the paper reports GenEval); the chosen lr runs seeds 0, 1, 2
+# on GenEval's 183 TEST prompts; CIs on overall resample seeds and prompts (within their tag).
+# 8 images per prompt (1,464 test images, 448 on validation) cost about what one shapes-fid
+# n=1000 run costs with and without CFG (2,000 images): on one CPU thread ~0.086 s per t2i image
+# (CFG sampling + detector) against ~0.07 s per c2i image (sampling without and with CFG + features).
+lab_cmd() {  # -> CMD
+  local model=${1%%:*} task=${1#*:} size
+  if [ "$task" = shapes-fid ]; then size=(--set task.n=1000 "${CFG[@]}"); else size=(--set task.images_per_prompt=8); fi
+  CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" --seeds 0,1,2 "${CI[@]}" "${size[@]}" "${COMMON[@]}"
+       "${EXTRA[@]}" --results-dir "$3")
 }
+sweep_cmd() {  # -> CMD
+  CMD=($VB lab temperature -m "${1%%:*}" --temperatures "${1#*:}" --set task.cfg=without --set task.n=1000
+       "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$2")
+}
+# which methods of a lab the final tables include: all of them, or with --jobs those whose job finished
+declare -A DONE
+for l in "${LABS[@]}"; do DONE[$l]=$METHODS; done
 
 if [ "$JOBS" -gt 1 ]; then
-  mkdir -p runs/logs
-  pids=()
-  for sweep in "${SWEEPS[@]}"; do
-    model=${sweep%%:*}
-    $VB lab temperature -m "$model" --temperatures "${sweep#*:}" --set task.cfg=without "${COMMON[@]}" \
-      --results-dir "runs/jobs/temperature-$model" >"runs/logs/temperature-$model.log" 2>&1 &
-    pids+=($!)
-  done
-  for model in "${MODELS[@]}"; do
+  mkdir -p runs/logs runs/jobs
+  START=$SECONDS
+  declare -A PID_OF  # job name -> pid (each job its own process group, so a deadline can stop it)
+  launch() { setsid "${CMD[@]}" >"runs/logs/$1.log" 2>&1 & PID_OF[$1]=$!; }
+  for s in "${SWEEPS[@]}"; do sweep_cmd "$s" "runs/jobs/temperature-${s%%:*}"; launch "temperature-${s%%:*}"; done
+  for l in "${LABS[@]}"; do
     for method in ${METHODS//,/ }; do
-      while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done
-      tune "$model" "$method" "runs/jobs/$model-${method//:/-}" >"runs/logs/$model-${method//:/-}.log" 2>&1 &
-      pids+=($!)
+      while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ] && [ $((SECONDS - START)) -lt "$DEADLINE" ]; do sleep 1; done
+      [ $((SECONDS - START)) -lt "$DEADLINE" ] || break 2
+      lab_cmd "$l" "$method" "runs/jobs/${l/:/-}-${method//:/-}"; launch "${l/:/-}-${method//:/-}"
     done
   done
-  failed=0
-  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-  [ "$failed" = 0 ] || echo "some jobs failed: see runs/logs/ (the tables below are built from what finished)" >&2
+  while [ -n "$(jobs -rp)" ] && [ $((SECONDS - START)) -lt "$DEADLINE" ]; do sleep 1; done
+  for name in "${!PID_OF[@]}"; do kill -- -"${PID_OF[$name]}" 2>/dev/null; done
+  for l in "${LABS[@]}"; do
+    done_methods=()
+    for method in ${METHODS//,/ }; do
+      name="${l/:/-}-${method//:/-}"
+      if [ -n "${PID_OF[$name]:-}" ] && wait "${PID_OF[$name]}"; then done_methods+=("$method")
+      else echo "$l $method: not finished (see runs/logs/$name.log); left out of the tables" >&2; fi
+    done
+    DONE[$l]=$(IFS=,; echo "${done_methods[*]}")
+  done
 fi
-for sweep in "${SWEEPS[@]}"; do
-  $VB lab temperature -m "${sweep%%:*}" --temperatures "${sweep#*:}" --set task.cfg=without "${COMMON[@]}" --results-dir "$RESULTS"
+for s in "${SWEEPS[@]}"; do
+  sweep_cmd "$s" "$RESULTS"; "${CMD[@]}"
 done
-for model in "${MODELS[@]}"; do
-  tune "$model" "$METHODS" "$RESULTS"
+for l in "${LABS[@]}"; do
+  [ -n "${DONE[$l]}" ] || continue
+  lab_cmd "$l" "${DONE[$l]}" "$RESULTS"; "${CMD[@]}"
 done
-
-# ---- the t2i lab (--full only): shapes-t2i on shapes-geneval ---------------------------------------
-# Every method's lr is chosen on the VAL prompts (task.split=val: 56 colour-binding prompts, none
-# asking for a test prompt's scene) by the highest overall, with CFG (the t2i recipe, as the paper
-# reports GenEval); the chosen lr runs seeds 0, 1, 2 on GenEval's 183 TEST prompts; CIs on overall
-# resample seeds and prompts (within their tag). 8 images per prompt (1,464 test images, 448 on
-# validation) cost about what one shapes-fid n=1000 run above costs with and without CFG (2,000
-# images): measured on one CPU thread, ~0.086 s per t2i image (CFG sampling + detector) against
-# ~0.07 s per c2i image (sampling without and with CFG + features).
-T2I=(--set task.images_per_prompt=8 --batch-size 250 --runs-dir runs --results-dir "$RESULTS")
-$VB lab tune -m shapes-t2i -t shapes-geneval --methods "$METHODS" --seeds 0,1,2 "${CI[@]}" "${T2I[@]}"
