@@ -20,6 +20,8 @@ from vapi_bench.progress import console
 from vapi_bench.runner import RunRequest, Runner, default_results_dir
 
 RESULTS_HELP = "where the rows and curves go (default: <runs-dir>/results; the committed evidence: --results-dir results)"
+PRECISION_HELP = ("auto | fp32 | bf16 for every run (auto = bf16 on CUDA and native-bf16 CPUs, else fp32); runs of "
+                  "different precisions are different configurations")
 
 lab_app = typer.Typer(help="Paper experiments: method comparison with curves, and ablations.", no_args_is_help=True)
 
@@ -40,10 +42,12 @@ ABLATIONS: dict[str, list[tuple[str, dict[str, str]]]] = {
 
 
 def _run(model: str, method: str, task: str, seed: int, overrides: dict[str, str], runs_dir: Path,
-         results_dir: Path, device: str, leaderboard: bool, batch_size: int = 16) -> list[dict[str, Any]]:
+         results_dir: Path, device: str, leaderboard: bool, batch_size: int = 16,
+         precision: str = "auto") -> list[dict[str, Any]]:
     """Leaderboard rows of one run, each with the number of optimizer steps it was tuned for."""
     req = RunRequest(model=model, method=method, task=task, overrides=overrides, seed=seed, runs_dir=runs_dir,
-                     results_dir=results_dir, device=device, leaderboard=leaderboard, batch_size=batch_size)
+                     results_dir=results_dir, device=device, leaderboard=leaderboard, batch_size=batch_size,
+                     precision=precision)
     result = Runner(req).run()
     return [{**r, "steps": int(result.finetune_summary.get("steps", 0))} for r in result.rows]
 
@@ -70,6 +74,7 @@ def compare(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     device: str = typer.Option("cpu", "--device"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Every method x seed on one task (leaderboard rows), plus an optional metric-vs-step curve."""
     overrides = _parse_sets(set_)
@@ -77,14 +82,15 @@ def compare(
     curve_rows: list[dict[str, Any]] = []
     for seed in map(int, _split(seeds)):
         for method in _split(methods):
-            rows = _run(model, method, task, seed, overrides, runs_dir, results_dir, device, leaderboard=True)
+            rows = _run(model, method, task, seed, overrides, runs_dir, results_dir, device, leaderboard=True,
+                        precision=precision)
             console.print(f"{method} seed {seed}: " + ", ".join(f"{r['variant']} {curve_metric}={r.get(curve_metric)}" for r in rows))
             curve_rows += rows
             if method == "none" or not curve_steps:
                 continue
             for steps in _split(curve_steps):
                 curve_rows += _run(model, method, task, seed, {**overrides, "method.steps": steps}, runs_dir,
-                                   results_dir, device, leaderboard=False)
+                                   results_dir, device, leaderboard=False, precision=precision)
     if curve_steps:
         _write_curve(curve_rows, methods, task, curve_metric, results_dir)
 
@@ -144,6 +150,7 @@ def ablate(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     device: str = typer.Option("cpu", "--device"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     baseline: Optional[bool] = typer.Option(True, "--baseline/--no-baseline", help="also score the base model"),
 ) -> None:
     """One paper ablation on any model/task (e.g. `xi` on shapes-t2i + shapes-geneval, as Table 5)."""
@@ -160,10 +167,10 @@ def ablate(
         if baseline:
             rows += [{**r, "ablation": which, "setting": "base model"}
                      for r in _run(model, "none", task, seed, baseline_overrides(overrides), runs_dir, results_dir,
-                                   device, leaderboard=False)]
+                                   device, leaderboard=False, precision=precision)]
         for label, setting in ABLATIONS[which]:
             got = _run(model, "va-pi", task, seed, {**overrides, **{f"method.{k}": v for k, v in setting.items()}},
-                       runs_dir, results_dir, device, leaderboard=False)
+                       runs_dir, results_dir, device, leaderboard=False, precision=precision)
             rows += [{**r, "ablation": which, "setting": label} for r in got]
             console.print(f"{which} / {label} / seed {seed}: done")
     # one run can be a row of two ablations (the base model; β=0.1 is also the full reward)
@@ -194,6 +201,7 @@ def tune(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     device: str = typer.Option("cpu", "--device"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
 ) -> None:
     """The fair protocol: equal lr grid per method, chosen on validation, 3 test seeds, controls, CIs."""
@@ -206,6 +214,7 @@ def tune(
         select_metric=select_metric, select_variant=select_variant, select_mode=select_mode,
         validate=_parse_sets(validate), overrides=_parse_sets(set_), controls=controls, control_n=control_n,
         ci_reps=ci_reps, runs_dir=runs_dir, results_dir=results_dir, device=device, batch_size=batch_size,
+        precision=precision,
     )
     run_tune(setup, run=_run)
 
@@ -220,6 +229,7 @@ def temperature_sweep(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     device: str = typer.Option("cpu", "--device"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
 ) -> None:
     """The base model sampled at several temperatures: how much headroom does sharpening alone give?
@@ -230,7 +240,7 @@ def temperature_sweep(
     for seed in map(int, _split(seeds)):
         for temperature in _split(temperatures):
             got = _run(model, "none", task, seed, {**overrides, "sampling.temperature": temperature}, runs_dir,
-                       results_dir, device, leaderboard=False, batch_size=batch_size)
+                       results_dir, device, leaderboard=False, batch_size=batch_size, precision=precision)
             rows += [{**r, "sweep_temperature": float(temperature)} for r in got]
             console.print(f"{model} T={temperature} seed {seed}: "
                           + ", ".join(f"{r['variant']} {k}={r[k]:.4g}" for r in got for k in ("fid",) if k in r))

@@ -55,6 +55,7 @@ class TuneSetup:
     results_dir: Path
     device: str
     batch_size: int
+    precision: str = "auto"
 
 
 RunFn = Callable[..., list[dict[str, Any]]]
@@ -95,7 +96,7 @@ def run_tune(setup: TuneSetup, run: RunFn) -> None:
     grid = lr_grid(setup.lr_center or recipe_lr(base), setup.lr_factors)
     grid_text = " ".join(f"{lr:g}" for lr in grid)
     common = dict(runs_dir=setup.runs_dir, results_dir=setup.results_dir, device=setup.device,
-                  leaderboard=False, batch_size=setup.batch_size)
+                  leaderboard=False, batch_size=setup.batch_size, precision=setup.precision)
     base_over = {k: v for k, v in setup.overrides.items() if k.startswith(("task.", "model."))}
     validation_rows: list[dict[str, Any]] = []
     test_rows: list[dict[str, Any]] = []
