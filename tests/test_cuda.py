@@ -21,6 +21,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from vapi_bench.cli import main
+from vapi_bench.metrics import kernel_inception_distance
 from vapi_bench.runner import RunRequest, Runner
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -120,6 +121,14 @@ def test_sampling_on_cuda_is_deterministic(tmp_path):
         assert not all(np.array_equal(images_a[k], images_c[k]) for k in images_a)
     for a, b in zip(first.rows, second.rows):  # the same images score the same (up to float reductions)
         assert math.isclose(a["fid"], b["fid"], rel_tol=1e-6)
+
+
+def test_kid_on_the_device_equals_kid_on_the_cpu():
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(300, 16)), rng.normal(size=(200, 16)) + 0.1
+    on_cpu = kernel_inception_distance(real, fake, subsets=20, subset_size=100, seed=5)
+    on_device = kernel_inception_distance(real, fake, subsets=20, subset_size=100, seed=5, device=DEVICE)
+    assert on_device == pytest.approx(on_cpu, rel=1e-9)
 
 
 def test_lab_tune_with_controls_on_cuda(tmp_path):
