@@ -1,4 +1,5 @@
 """The fair lab: the lr rule, the tune protocol, the paired bootstrap CI and the temperature control."""
+import json
 import math
 
 import numpy as np
@@ -160,3 +161,14 @@ def test_temperature_sweep_writes_one_row_per_temperature_and_seed(tmp_path):
     assert info.value.code == 0
     rows = pd.read_csv(tmp_path / "res" / "temperature-fixture-palette-fixture-colour.csv")
     assert sorted(rows["sweep_temperature"]) == [0.5, 1.0] and sorted(rows["temperature"]) == [0.5, 1.0]
+
+
+def test_lab_precision_option_reaches_every_run(tmp_path):
+    """`--precision` is what each lab run resolves and records (on CUDA, auto would be bf16)."""
+    with pytest.raises(SystemExit) as info:
+        main(["lab", "temperature", "-m", "fixture-palette", "-t", "fixture-colour", "--temperatures", "1.0,0.5",
+              "--precision", "bf16", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")])
+        raise SystemExit(0)
+    assert info.value.code == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
+    assert len(records) == 2 and {r["precision"]["resolved"] for r in records} == {"bf16"}

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import vapi_bench
+from vapi_bench.errors import NON_FINITE_PROBABILITIES
 from vapi_bench.interfaces import SamplingRecipe
 from vapi_bench.plugins.llamagen.gpt import GPT, GPTConfig
 from vapi_bench.plugins.llamagen.sampling import (
@@ -205,6 +206,19 @@ def test_bf16_autocast_sampling_runs_with_a_bf16_cache():
                       autocast_dtype=torch.bfloat16)
     assert tokens.shape == (2, 16) and int(tokens.min()) >= 0 and int(tokens.max()) < V
     assert model.layers[0].attention.kv_cache.k.dtype == torch.bfloat16
+
+
+def test_non_finite_logits_raise_the_multinomial_message_and_never_draw_an_id_past_the_vocabulary():
+    """A NaN row used to give id V, which the next embedding lookup rejects (on CUDA: a device-side
+    assert that ends the process); the sampler now says what torch.multinomial says, once."""
+    nan_row = torch.full((1, V), math.nan)
+    assert inverse_cdf_draw(nan_row, torch.tensor([0.5])).tolist() == [V - 1]
+    model = tiny_gpt()
+    with torch.no_grad():
+        model.output.weight.fill_(math.inf)
+    with pytest.raises(RuntimeError) as info:
+        generate(model, torch.tensor([1, 2]), num_tokens=16, recipe=RECIPE, uniforms=torch.rand(2, 16))
+    assert str(info.value) == NON_FINITE_PROBABILITIES
 
 
 def test_generate_validates_its_inputs():

@@ -8,7 +8,7 @@ import torch
 
 import vapi_bench
 from helpers_toy_generator import RandomImages, tiny_llamagen
-from vapi_bench.errors import UsageError
+from vapi_bench.errors import TrainingDiverged, UsageError
 from vapi_bench.interfaces import StageContext
 from vapi_bench.params import resolve_params
 from vapi_bench.plugins.va_pi.method import VAPI_PARAMS, VaPi, VaPiStep
@@ -120,6 +120,16 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
                                                                   _ctx(tmp_path, records))
     assert summary["params"]["precision"] == "bf16"
     assert torch.isfinite(torch.tensor(records[0]["loss"]))
+
+
+def test_non_finite_logits_stop_training_as_diverged(tmp_path):
+    """Inf logits reach draw_group's multinomial (with replacement: on CUDA a process-ending
+    device assert, on the CPU an unrecognised message); the step must end as TrainingDiverged."""
+    generator = tiny_llamagen()
+    with torch.no_grad():
+        generator.policy.output.weight.fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="step 1.*logits"):
+        VaPi(**_params(steps=1)).finetune(generator, RandomImages(), _ctx(tmp_path))
 
 
 def test_family_recipes():

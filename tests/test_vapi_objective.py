@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vapi_bench.errors import NON_FINITE_PROBABILITIES
 from vapi_bench.plugins.va_pi.objective import (corrupt_context, draw_group, filter_logits, group_advantages,
                                                 k3_kl, ppo_clip_loss, teacher_forced_ce)
 
@@ -66,6 +67,15 @@ def test_draw_group_top_k_samples_only_kept_tokens():
     assert set(tokens.flatten().tolist()) <= {0, 1}
     renorm = F.softmax(torch.tensor([1.0, 0.9]), dim=-1).log()
     torch.testing.assert_close(old, renorm[tokens])
+
+
+def test_draw_group_refuses_non_finite_logits_with_the_message_training_recognises():
+    """torch.multinomial with replacement names no NaN on the CPU and device-asserts on CUDA; the
+    check before it gives the one message the training engine turns into 'diverged'."""
+    logits = torch.tensor([[0.0, math.nan, 1.0], [0.0, 1.0, 2.0]])
+    with pytest.raises(RuntimeError) as info:
+        draw_group(logits, 4, torch.Generator().manual_seed(0))
+    assert str(info.value) == NON_FINITE_PROBABILITIES
 
 
 def test_group_advantages_unbiased_std_eps_and_clip():

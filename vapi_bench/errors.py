@@ -1,6 +1,13 @@
 """User-facing errors: one or two plain sentences, never a traceback (unless --debug)."""
 from __future__ import annotations
 
+#: torch.multinomial's RuntimeError message for NaN / inf / negative probabilities (one draw, or
+#: draws without replacement). Draws with replacement fail with another message on the CPU and, on
+#: CUDA, with a device-side assert that ends the process; so samplers check their probabilities
+#: first and raise RuntimeError(NON_FINITE_PROBABILITIES) themselves, which training turns into
+#: TrainingDiverged and sampling into a "bad checkpoint" CheckpointError.
+NON_FINITE_PROBABILITIES = "probability tensor contains either `inf`, `nan` or element < 0"
+
 
 class VapiError(Exception):
     """An error caused by user input or environment, shown without a traceback.

@@ -15,7 +15,7 @@ import torch
 
 from PIL import Image
 
-from .errors import CheckpointError
+from .errors import NON_FINITE_PROBABILITIES, CheckpointError
 from .imageio import image_grid, load_png, save_png, to_uint8
 from .interfaces import Generator, SampleItem, SamplingRecipe, Task, check_sampled_tokens, iter_batches
 from .seeding import derive_seed
@@ -83,7 +83,7 @@ def sample_to_dir(
                 try:
                     tokens = generator.sample([it.condition for it in batch], seeds=seeds, recipe=recipe)
                 except RuntimeError as exc:
-                    if "probability tensor contains" not in str(exc):
+                    if NON_FINITE_PROBABILITIES not in str(exc):
                         raise
                     raise CheckpointError(
                         "Bad checkpoint: the model's logits are NaN or infinite, so no token can be drawn (its "

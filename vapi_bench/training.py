@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .errors import CheckpointError, TrainingDiverged, UsageError
+from .errors import NON_FINITE_PROBABILITIES, CheckpointError, TrainingDiverged, UsageError
 from .interfaces import Condition, StageContext
 from .progress import add_task, advance, summary
 from .seeding import derive_seed
@@ -388,7 +388,7 @@ def _accumulate(step_fn: StepFn, batch: Batch, meter: MetricMeter, seed: int, ra
                 total += value
                 loss.backward()
         except RuntimeError as exc:
-            if "probability tensor contains" not in str(exc):
+            if NON_FINITE_PROBABILITIES not in str(exc):
                 raise
             finite = False
     return total, finite

@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from vapi_bench.errors import NON_FINITE_PROBABILITIES
 from vapi_bench.interfaces import SamplingRecipe
 
 from .gpt import GPT, Condition
@@ -58,12 +59,16 @@ def logits_to_probs(logits: torch.Tensor, recipe: SamplingRecipe) -> torch.Tenso
 
 
 def inverse_cdf_draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Token j of row i such that cdf[j-1] <= u_i * total < cdf[j]; zero-probability tokens never win."""
+    """Token j of row i such that cdf[j-1] <= u_i * total < cdf[j]; zero-probability tokens never win.
+
+    A NaN row would give id V (one past the vocabulary; the next embedding lookup then fails, on
+    CUDA as a device-side assert that ends the process), so ids are clamped to V - 1: `generate`
+    reports such rows itself."""
     cdf = torch.cumsum(probs.float(), dim=-1)
     total = cdf[:, -1:]
     target = uniforms.to(cdf.device, cdf.dtype)[:, None] * total
     target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True).squeeze(1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_max(probs.shape[-1] - 1)
 
 
 def condition_batch_size(cond: Condition) -> int:
@@ -115,7 +120,7 @@ def generate(
     defaults to `gpt.null_condition(cond)`. uniforms: [B, >= num_tokens] in [0, 1), row i drawn
     from sample i's own seed. autocast_dtype (e.g. torch.bfloat16) runs the network under autocast
     on the model's device type; the KV cache then uses that dtype. The model runs in eval mode and
-    its mode is restored afterwards.
+    its mode is restored afterwards. NaN / inf logits raise RuntimeError(NON_FINITE_PROBABILITIES).
     """
     batch = condition_batch_size(cond)
     if not 1 <= num_tokens <= gpt.config.block_size:
@@ -133,6 +138,7 @@ def generate(
         torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
     )
     tokens = torch.empty(batch, num_tokens, dtype=torch.long, device=device)
+    finite = torch.ones(batch, dtype=torch.bool, device=device)  # checked once at the end: no sync per token
     with _eval_mode(gpt), autocast:
         gpt.setup_cache(2 * batch if guided else batch, cond_len + num_tokens - 1, dtype=autocast_dtype)
         logits = gpt.prefill(rows)
@@ -147,5 +153,9 @@ def generate(
                 )
             else:
                 step_logits = logits
-            tokens[:, step] = inverse_cdf_draw(logits_to_probs(step_logits, recipe), uniforms[:, step])
+            probs = logits_to_probs(step_logits, recipe)
+            finite &= torch.isfinite(probs).all(dim=-1)
+            tokens[:, step] = inverse_cdf_draw(probs, uniforms[:, step])
+    if not bool(finite.all()):
+        raise RuntimeError(NON_FINITE_PROBABILITIES)
     return tokens

@@ -21,6 +21,8 @@ from vapi_bench.runner import RunRequest, Runner, default_results_dir
 
 PRECISION_HELP = "auto (bf16 where the device multiplies it natively, else fp32) | fp32 | bf16; part of every stage key"
 RESULTS_HELP = "where the rows and curves go (default: <runs-dir>/results; the committed evidence: --results-dir results)"
+PRECISION_HELP = ("auto | fp32 | bf16 for every run (auto = bf16 on CUDA and native-bf16 CPUs, else fp32); runs of "
+                  "different precisions are different configurations")
 
 lab_app = typer.Typer(help="Paper experiments: method comparison with curves, and ablations.", no_args_is_help=True)
 

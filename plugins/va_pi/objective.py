@@ -12,6 +12,8 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 
+from vapi_bench.errors import NON_FINITE_PROBABILITIES
+
 NoiseKernel = Literal["paper", "official"]
 
 
@@ -74,9 +76,13 @@ def draw_group(
     Every position is an independent categorical (no autoregressive feedback, no argmax), so the
     G rows are i.i.d. draws from a product of categoricals. Returns (tokens [G, T], old log-probs
     [G, T]) under the temperature-scaled, filtered distribution the tokens were drawn from.
+    NaN / inf logits raise RuntimeError(NON_FINITE_PROBABILITIES) on every device.
     """
     logp = F.log_softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
-    samples = torch.multinomial(logp.exp(), group_size, replacement=True, generator=generator)  # [T, G]
+    probs = logp.exp()
+    if not bool(torch.isfinite(probs).all()):  # on CUDA, multinomial would device-assert (ends the process)
+        raise RuntimeError(NON_FINITE_PROBABILITIES)
+    samples = torch.multinomial(probs, group_size, replacement=True, generator=generator)  # [T, G]
     old = logp.gather(-1, samples)
     return samples.T.contiguous(), old.T.contiguous()
 

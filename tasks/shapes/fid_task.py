@@ -117,7 +117,7 @@ class ShapesFIDTask(Task):
         metrics["inception_score"], metrics["inception_score_std"] = inception_score(logits, self.split_size)
         subset = min(self.kid_subset_size, len(features), len(reference.features))
         metrics["kid"], metrics["kid_std"] = kernel_inception_distance(
-            reference.features, features, subsets=self.kid_subsets, subset_size=subset)
+            reference.features, features, subsets=self.kid_subsets, subset_size=subset, device=ctx.device)
         notes = []
         if min(len(features), len(reference.features)) > PR_NEIGHBOURHOOD:
             metrics["precision"], metrics["recall"] = precision_recall(
