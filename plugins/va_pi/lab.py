@@ -19,7 +19,6 @@ from vapi_bench.leaderboard import append_rows
 from vapi_bench.progress import console
 from vapi_bench.runner import RunRequest, Runner, default_results_dir
 
-PRECISION_HELP = "auto (bf16 where the device multiplies it natively, else fp32) | fp32 | bf16; part of every stage key"
 RESULTS_HELP = "where the rows and curves go (default: <runs-dir>/results; the committed evidence: --results-dir results)"
 PRECISION_HELP = ("auto | fp32 | bf16 for every run (auto = bf16 on CUDA and native-bf16 CPUs, else fp32); runs of "
                   "different precisions are different configurations")
