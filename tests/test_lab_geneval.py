@@ -180,3 +180,25 @@ def test_lab_tune_on_shapes_t2i_geneval_chooses_on_val_prompts_and_reports_paire
     assert summary.loc["sft", "delta_overall_vs_none"] == pytest.approx(
         summary.loc["sft", "overall_mean"] - summary.loc["none", "overall_mean"])
     assert summary.loc["sft", "entropy_mean"] > 0 and summary.loc["T-control:sft", "control_temperature_mean"] != 1.0
+
+    # the intervals are kept by the score stages they read: a second `lab tune` over the same runs
+    # (how parallel jobs are merged) reuses them and writes the same table
+    kept = sorted((runs / "bootstrap").glob("*.json"))
+    assert len(kept) == 4  # sft vs none and vs its control; the control vs none and vs sft
+    first = (res / "lab-shapes-t2i-shapes-geneval.csv").read_text()
+    for path in kept:  # a reused interval must come from the file, not a recomputation
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "ci_low": record["ci_low"] - 1.0}))
+    with pytest.raises(SystemExit) as again:
+        main(["lab", "tune", "-m", "shapes-t2i", "-t", "shapes-geneval", "--methods", "sft", "--seeds", "0",
+              "--set", "task.tags=counting,colors", "--set", "task.prompts_per_tag=2",
+              "--set", "task.images_per_prompt=2", "--set", "method.steps=2", "--set", "method.batch_size=2",
+              "--set", "method.micro_batch=2", "--lr-center", "3e-3", "--control-n", "8", "--ci-reps", "20",
+              "--runs-dir", str(runs), "--results-dir", str(res)])
+        raise SystemExit(0)
+    assert again.value.code == 0
+    second = pd.read_csv(res / "lab-shapes-t2i-shapes-geneval.csv").set_index("label")
+    assert sorted((runs / "bootstrap").glob("*.json")) == kept
+    assert second.loc["sft", "delta_overall_vs_none_ci_low"] == pytest.approx(
+        summary.loc["sft", "delta_overall_vs_none_ci_low"] - 1.0)
+    assert first != (res / "lab-shapes-t2i-shapes-geneval.csv").read_text()

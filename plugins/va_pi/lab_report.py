@@ -17,7 +17,7 @@ all of them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -26,10 +26,11 @@ import numpy as np
 from vapi_bench.errors import UsageError
 from vapi_bench.leaderboard import append_rows, leaderboard_path
 from vapi_bench.progress import console
-from vapi_bench.store import write_csv
+from vapi_bench.hashing import stable_hash
+from vapi_bench.store import atomic_write_json, write_csv
 
 from .lab_tune import LabMethod, choose, lr_grid, parse_lab_method
-from .significance import Statistic, fid_statistic, group_mean_statistic, paired_bootstrap
+from .significance import PairedDelta, Statistic, fid_statistic, group_mean_statistic, paired_bootstrap
 
 #: the labels every method is compared against (when they are part of the run)
 REFERENCES = ("none", "sft")
@@ -285,11 +286,29 @@ def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, An
     summary = []
     cache: dict[tuple[str, str], list[np.ndarray]] = {}
 
+    def rows_of(label: str, variant: str) -> list[dict[str, Any]]:
+        return df[(df["label"] == label) & (df["variant"] == variant)].sort_values("seed").to_dict("records")
+
     def per_seed(label: str, variant: str) -> list[np.ndarray]:
         if (label, variant) not in cache:
-            part = df[(df["label"] == label) & (df["variant"] == variant)].sort_values("seed")
-            cache[(label, variant)] = [paired.data(r) for r in part.to_dict("records")]  # type: ignore[union-attr]
+            cache[(label, variant)] = [paired.data(r) for r in rows_of(label, variant)]  # type: ignore[union-attr]
         return cache[(label, variant)]
+
+    def compare(label: str, other: str, variant: str) -> PairedDelta:
+        """The paired bootstrap of label vs other, kept under runs/bootstrap/ by the score stages it
+        read: a second `lab tune` over the same runs (the one that merges parallel jobs) reuses it."""
+        ident = {"metric": paired.metric, "task": setup.task, "reps": setup.ci_reps, "seed": 0,  # type: ignore[union-attr]
+                 "a": [_variant_keys(setup.runs_dir, r)["score"] for r in rows_of(label, variant)],
+                 "b": [_variant_keys(setup.runs_dir, r)["score"] for r in rows_of(other, variant)]}
+        path = setup.runs_dir / "bootstrap" / f"{stable_hash(ident)}.json"
+        if path.exists():
+            return PairedDelta(**json.loads(path.read_text()))
+        mine = per_seed(label, variant)
+        strata = None if paired.strata_column is None else mine[0][:, paired.strata_column]  # type: ignore[union-attr]
+        delta = paired_bootstrap(paired.statistic, mine, per_seed(other, variant),  # type: ignore[union-attr]
+                                 reps=setup.ci_reps, seed=0, strata=strata)
+        atomic_write_json(path, asdict(delta))
+        return delta
 
     for (label, variant), part in df.groupby(["label", "variant"], sort=False):
         row: dict[str, Any] = {"model": setup.model, "task": setup.task, "label": label, "variant": variant,
@@ -304,10 +323,7 @@ def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, An
             for name, other in others.items():
                 if other == label or not ((df["label"] == other) & (df["variant"] == variant)).any():
                     continue
-                mine = per_seed(label, variant)
-                strata = None if paired.strata_column is None else mine[0][:, paired.strata_column]
-                delta = paired_bootstrap(paired.statistic, mine, per_seed(other, variant),
-                                         reps=setup.ci_reps, seed=0, strata=strata)
+                delta = compare(label, other, variant)
                 column = f"delta_{paired.metric}_vs_{name}"
                 row[column], row[f"{column}_ci_low"], row[f"{column}_ci_high"] = delta.delta, delta.ci_low, delta.ci_high
                 row[f"real_vs_{name}"] = delta.real
