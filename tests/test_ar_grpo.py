@@ -132,7 +132,7 @@ def test_one_inner_iteration_makes_the_ratio_one_and_the_step_reinforce(tmp_path
 
 
 def test_more_inner_iterations_reuse_the_rollout_and_move_the_ratio(tmp_path, monkeypatch):
-    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where: Brightness())
+    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
     records = []
     params = resolve_params(AR_GRPO_PARAMS, {**SMALL, "steps": 2, "num_iterations": 2, "lr": 3e-2}, "ar-grpo")
     ArGrpo(**params).finetune(_gen(), RandomImages(), _ctx(tmp_path, records))
@@ -172,7 +172,7 @@ def test_rollouts_are_index_seeded(tmp_path):
 
 @pytest.mark.parametrize("iterations", [1, 2])
 def test_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, iterations):
-    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where: Brightness())
+    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
     params = resolve_params(AR_GRPO_PARAMS, {**SMALL, "steps": 3, "num_iterations": iterations}, "ar-grpo")
     # with 2 inner iterations the stop after step 2 falls in the middle of a rollout cycle
     assert_resume_matches_uninterrupted(lambda: ArGrpo(**params), _gen, _ctx, tmp_path)
@@ -212,7 +212,7 @@ def test_t2i_llamagen_runs_with_text_rollouts_and_guided_log_probs(tmp_path, mon
                             family="llamagen-t2i")
     captions = ["a red cat", "dog", "two blue dogs", "a cat"]
     data = [(torch.zeros(3, 16, 16), c) for c in captions]
-    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where: Brightness())
+    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
     records = []
     params = resolve_params(AR_GRPO_PARAMS, {"steps": 1, "batch_size": 2, "group_size": 2, "logprob_cfg": "guided",
                                              "lr": 1e-3}, "ar-grpo")
@@ -238,7 +238,7 @@ def test_janus_runs_through_the_contract(tmp_path, monkeypatch):
     tiny_tokenizer().save_pretrained(tmp_path / "janus")
     gen = vapi_bench.load_generator("janus-pro-1b", checkpoint=str(tmp_path / "janus"))
     data = [(torch.zeros(3, gen.image_size, gen.image_size), c) for c in ("a red circle", "two big blue squares")]
-    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where: Brightness())
+    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
     before = {k: v.clone() for k, v in gen.policy_state().items() if k.startswith("model.generation_head.")}
     records = []
     params = resolve_params(AR_GRPO_PARAMS, {"steps": 1, "batch_size": 2, "micro_batch": 1, "group_size": 2,
@@ -254,7 +254,7 @@ def test_janus_runs_through_the_contract(tmp_path, monkeypatch):
 
 
 def test_reward_spec_and_mix(tmp_path):
-    assert parse_reward_spec("a:1, b:0.5,c", "x") == [("a", 1.0), ("b", 0.5), ("c", 1.0)]
+    assert [(t.name, t.weight) for t in parse_reward_spec("a:1, b:0.5,c", "x")] == [("a", 1.0), ("b", 0.5), ("c", 1.0)]
     for bad, message in (("a:x", "not a number"), ("", "empty"), ("a:1,a:2", "named twice")):
         with pytest.raises(UsageError, match=message):
             parse_reward_spec(bad, "x")

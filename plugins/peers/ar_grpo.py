@@ -4,7 +4,8 @@ One engine step = one rollout batch and one optimiser step, as the official laun
 1. rollouts: each prompt of the step is sampled G times through the generator's own KV-cached,
    index-seeded sampler with CFG (2.0 c2i, 4.0 t2i), T = 1, no top-k / top-p; row (p, g) of step
    s is seeded from (seed, s, p·G + g), so rollouts do not depend on the number of ranks;
-2. rewards: decoded images scored by reward scorers, Σ w_k r_k (`rewards=name:w,...`);
+2. rewards: decoded images scored by reward scorers, Σ w_k r_k (`rewards=name:w,...`); text
+   scorers read a class label as `class_prompt.format(name)` (see rewards.py);
 3. advantages: (R − mean_g) / (std_g + 1e-4), unbiased std, within each prompt's G rollouts;
 4. loss per token: −min(ρA, clip(ρ, 1−ε, 1+ε)A) + β·k3(π_ref ‖ π_θ), mean over tokens.
 
@@ -39,14 +40,19 @@ from vapi_bench.plugins.va_pi.method import swapped_parameters
 from vapi_bench.plugins.va_pi.objective import group_advantages, k3_kl, ppo_clip_loss
 from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, method_family_param, training_params
 
-from .rewards import RewardMix
+from .rewards import RewardMix, class_texts
 
 _T = AR_GRPO_RECIPES
 AR_GRPO_PARAMS: tuple[Param, ...] = training_params(_T) + (
     method_family_param("group_size", int, "G: rollouts per prompt", _T),
     method_family_param("rollout_cfg", float, "classifier-free guidance scale of the rollouts", _T),
     method_family_param("beta", float, "β: weight of the k3 KL to the frozen initial model (0 = no reference model)", _T),
-    method_family_param("rewards", str, "reward scorers and weights, 'name:w,name:w' (summed with nansum)", _T),
+    method_family_param("rewards", str, "reward scorers and weights, 'name:w,name[key=value,...]:w' (summed with "
+                        "nansum; brackets set the scorer's own parameters, e.g. clip-score[arch=ViT-B-32])", _T),
+    Param("class_names", str, "", "class-conditional models, text rewards: file with one class name per line "
+          "(line i = class i); empty = the generator's own names (LlamaGen ImageNet: the 1,000 WordNet names)"),
+    Param("class_prompt", str, "", "class-conditional models, text rewards: the text of a class, {} = its name; "
+          "empty = the generator's ('a photo of {}' as AR-GRPO; shapes: 'a photo of a {}')"),
     method_family_param("decode_chunk", int, "rollouts decoded and scored per batch", _T),
     Param("clip_eps", float, 0.2, "PPO clip range ε (acts only with num_iterations > 1)"),
     Param("adv_eps", float, 1e-4, "added to the group std of the advantage (TRL: 1e-4)"),
@@ -76,7 +82,9 @@ class ArGrpo(Method):
                 require_capability(generator, "null_conditions", "method 'ar-grpo' with logprob_cfg=guided")
             # the KL reference is the policy before any update (cloned before a resume restores)
             reference = [p.detach().clone() for p in generator.policy.parameters()] if cfg["beta"] else None
-            rewards = RewardMix(cfg["rewards"], ctx.device, "method 'ar-grpo'")
+            where = "method 'ar-grpo'"
+            classes = class_texts(generator, cfg["class_names"], cfg["class_prompt"], where)
+            rewards = RewardMix(cfg["rewards"], ctx.device, where, classes=classes)
             return ArGrpoStep(generator, cfg, rewards, ctx.seed, reference, Path(ctx.out_dir), ctx.rank)
 
         return finetune_module("ar-grpo", self.params, generator, dataset, ctx, module_name="policy",
