@@ -18,6 +18,7 @@ from vapi_bench.plugins.peers import ar_grpo
 from vapi_bench.plugins.peers.ar_grpo import AR_GRPO_PARAMS, ArGrpo, ArGrpoStep
 from vapi_bench.plugins.peers.rewards import RewardMix, parse_reward_spec
 from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, resolve_with_table
+from vapi_bench.plugins.va_pi.reference import FrozenReference
 from vapi_bench.training import MetricMeter, load_batch
 
 SMALL = dict(steps=2, batch_size=2, micro_batch=1, group_size=4, ckpt_every=1, precision="fp32", lr=1e-3,
@@ -48,7 +49,7 @@ def _cfg(gen, tmp_path, **overrides):
 
 
 def _step(gen, tmp_path, reference=True, **overrides):
-    ref = [p.detach().clone() for p in gen.policy.parameters()] if reference else None
+    ref = FrozenReference(gen, False, CPU, "ar-grpo") if reference else None
     return ArGrpoStep(gen, _cfg(gen, tmp_path, **overrides), Brightness(), 0, ref, tmp_path)
 
 
@@ -199,7 +200,8 @@ def test_c2i_run_logs_the_official_recipe_and_reward_terms(tmp_path):
     assert any(not torch.equal(p, before[n]) for n, p in gen.policy.named_parameters())
 
 
-def test_t2i_llamagen_runs_with_text_rollouts_and_guided_log_probs(tmp_path, monkeypatch):
+def tiny_t2i():
+    """A random tiny LlamaGen t2i generator (family 'llamagen-t2i') reading captions word by word."""
     from test_llamagen_generator import V, WordEncoder
     from vapi_bench.plugins.llamagen import GPT, GPTConfig, LlamaGenGenerator, VQConfig, VQModel
 
@@ -208,8 +210,12 @@ def test_t2i_llamagen_runs_with_text_rollouts_and_guided_log_probs(tmp_path, mon
                         caption_dim=16, block_size=16, token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0))
     torch.nn.init.normal_(gpt.output.weight, std=0.1)
     vq = VQModel(VQConfig(codebook_size=V, ch=32, ch_mult=(1, 1, 1), z_channels=32))
-    gen = LlamaGenGenerator(gpt, vq, name="t2i-tiny", image_size=16, text_encoder=WordEncoder(5, 16),
-                            family="llamagen-t2i")
+    return LlamaGenGenerator(gpt, vq, name="t2i-tiny", image_size=16, text_encoder=WordEncoder(5, 16),
+                             family="llamagen-t2i")
+
+
+def test_t2i_llamagen_runs_with_text_rollouts_and_guided_log_probs(tmp_path, monkeypatch):
+    gen = tiny_t2i()
     captions = ["a red cat", "dog", "two blue dogs", "a cat"]
     data = [(torch.zeros(3, 16, 16), c) for c in captions]
     monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
@@ -264,5 +270,3 @@ def test_reward_spec_and_mix(tmp_path):
     images = torch.rand(3, 3, 16, 16) * 2 - 1
     total, parts = mix(images, [0, 1, 2])
     torch.testing.assert_close(total, 2 * parts["shapes-class-prob"])
-    with pytest.raises(UsageError, match="beta > 0 needs sharding=ddp"):
-        ar_grpo._check({**_cfg(_gen(), tmp_path), "sharding": "fsdp"}, _ctx(tmp_path, world_size=2))

@@ -29,14 +29,15 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from vapi_bench import distributed
 from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import Condition, Generator, Method, SamplingRecipe, StageContext, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed
 from vapi_bench.store import atomic_write
 from vapi_bench.training import Batch, MetricMeter, autocast
-from vapi_bench.plugins.va_pi.harness import finetune_module
-from vapi_bench.plugins.va_pi.method import swapped_parameters
+from vapi_bench.plugins.va_pi.harness import finetune_module, uses_fsdp
+from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
 from vapi_bench.plugins.va_pi.objective import group_advantages, k3_kl, ppo_clip_loss
 from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, method_family_param, training_params
 
@@ -77,11 +78,13 @@ class ArGrpo(Method):
 
     def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
         def make_step(cfg: dict[str, Any]) -> ArGrpoStep:
-            _check(cfg, ctx)
+            _check(cfg)
             if cfg["logprob_cfg"] == "guided":
                 require_capability(generator, "null_conditions", "method 'ar-grpo' with logprob_cfg=guided")
-            # the KL reference is the policy before any update (cloned before a resume restores)
-            reference = [p.detach().clone() for p in generator.policy.parameters()] if cfg["beta"] else None
+                if uses_fsdp(cfg):
+                    check_null_conditions_shardable(generator, "ar-grpo")
+            # the KL reference is the policy before any update (made before a resume restores)
+            reference = FrozenReference(generator, uses_fsdp(cfg), ctx.device, "ar-grpo") if cfg["beta"] else None
             where = "method 'ar-grpo'"
             classes = class_texts(generator, cfg["class_names"], cfg["class_prompt"], where)
             rewards = RewardMix(cfg["rewards"], ctx.device, where, classes=classes)
@@ -91,7 +94,7 @@ class ArGrpo(Method):
                                module=generator.policy, make_step=make_step, recipes=AR_GRPO_RECIPES)
 
 
-def _check(cfg: dict[str, Any], ctx: StageContext) -> None:
+def _check(cfg: dict[str, Any]) -> None:
     where = "method 'ar-grpo'"
     if cfg["group_size"] < 2:
         raise UsageError(f"{where}: group_size must be at least 2 (advantages are normalised within a group).")
@@ -101,16 +104,13 @@ def _check(cfg: dict[str, Any], ctx: StageContext) -> None:
         raise UsageError(f"{where}: rollout_cfg must be >= 1 (1 = no guidance), got {cfg['rollout_cfg']}.")
     if cfg["beta"] < 0:
         raise UsageError(f"{where}: beta must be >= 0, got {cfg['beta']}.")
-    if cfg["beta"] and cfg["sharding"] == "fsdp" and ctx.world_size > 1:
-        raise UsageError(f"{where}: beta > 0 needs sharding=ddp (the frozen reference swaps plain tensors "
-                         "into the policy, which FSDP shards).")
 
 
 class ArGrpoStep:
     """The step function handed to the training engine (see vapi_bench.training.StepFn)."""
 
     def __init__(self, generator: Generator, cfg: dict[str, Any], rewards: RewardMix, seed: int,
-                 reference: list[torch.Tensor] | None, out_dir: Path, rank: int = 0) -> None:
+                 reference: FrozenReference | None, out_dir: Path, rank: int = 0) -> None:
         self.gen, self.cfg, self.rewards, self.seed, self.reference = generator, cfg, rewards, seed, reference
         self.rollout_path = Path(out_dir) / ROLLOUT_FILE.format(rank=rank)
 
@@ -144,9 +144,10 @@ class ArGrpoStep:
         seeds = [derive_seed(self.seed, pos * group + g, f"ar-grpo-step{batch.step}")
                  for pos in batch.positions for g in range(group)]
         gen.policy.eval()
-        tokens = torch.cat([gen.sample(conds[i:i + rows_per_pass], seeds=seeds[i:i + rows_per_pass],
-                                       recipe=self.recipe)
-                            for i in range(0, len(conds), rows_per_pass)]).to(batch.images.device)
+        with distributed.gathered(gen.policy):  # FSDP: the sampler calls more than the forward
+            tokens = torch.cat([gen.sample(conds[i:i + rows_per_pass], seeds=seeds[i:i + rows_per_pass],
+                                           recipe=self.recipe)
+                                for i in range(0, len(conds), rows_per_pass)]).to(batch.images.device)
         totals, parts = [], {}
         for i in range(0, len(conds), cfg["decode_chunk"]):
             images = gen.decode(tokens[i:i + cfg["decode_chunk"]]).float()
@@ -161,7 +162,7 @@ class ArGrpoStep:
             "reward_parts": {name: torch.cat(v) for name, v in parts.items()},
         }
         if self.reference is not None:
-            with swapped_parameters(gen.policy, self.reference):
+            with self.reference.active():
                 out["ref_logp"] = self._all_logprobs(tokens, conds)
         if cfg["num_iterations"] > 1:
             out["old_logp"] = self._all_logprobs(tokens, conds)
