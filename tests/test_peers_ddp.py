@@ -94,11 +94,19 @@ def test_fsdp_on_two_gloo_ranks_equals_one_rank_and_resumes(tmp_path):
 
 
 def test_fsdp_refuses_a_null_condition_built_from_a_parameter():
-    """LlamaGen t2i builds its null caption from `uncond_embedding` outside the forward: under FSDP that
-    would read a shard, so cca's null rows and ar-grpo's guided log-probs refuse it; a c2i null class
-    (a label) passes."""
+    """Under FSDP a parameter is whole only inside the forward: a null condition computed from one outside
+    it is refused (cca's null rows, ar-grpo's guided log-probs); LlamaGen's null class (a label) and null
+    caption (a buffer, which FSDP replicates) pass."""
     from test_ar_grpo import tiny_t2i
 
     check_null_conditions_shardable(tiny_llamagen(class_dropout_prob=0.1), "cca")
-    with pytest.raises(UsageError, match=r"sharding=fsdp: generator 't2i-tiny' computes its null condition"):
-        check_null_conditions_shardable(tiny_t2i(), "cca")
+    check_null_conditions_shardable(tiny_t2i(), "cca")
+    generator = tiny_llamagen(class_dropout_prob=0.1)
+
+    class ParameterNull(type(generator)):
+        def null_conditions(self, cond, rows=None):
+            return self.policy.cls_embedding.embedding_table.weight[-1:].expand(len(cond), -1)
+
+    generator.__class__ = ParameterNull
+    with pytest.raises(UsageError, match=r"sharding=fsdp: generator 'llamagen-b' computes its null condition"):
+        check_null_conditions_shardable(generator, "cca")

@@ -57,9 +57,10 @@ class FrozenReference:
 
 def check_null_conditions_shardable(generator: Generator, method: str) -> None:
     """Under FSDP a parameter is whole only inside the policy's forward. A generator that builds its
-    null condition from a trainable parameter outside the forward (LlamaGen t2i's
-    `uncond_embedding`) would read a shard there and train it wrongly, so refuse: one probe with
-    the plain policy (its parameters require grad, so such a null condition does too)."""
+    null condition from a trainable parameter outside the forward would read a shard there and
+    train it wrongly, so refuse: one probe with the plain policy (its parameters require grad, so
+    such a null condition does too). Labels (LlamaGen c2i's null class) and buffers (LlamaGen t2i's
+    `uncond_embedding`, which FSDP replicates rather than shards) pass."""
     probe = 0 if generator.conditioning == "class" else "a"
     null = generator.null_conditions(generator.prepare_conditions([probe]))
     if any(t.requires_grad for t in _tensors(null)):
