@@ -19,6 +19,10 @@ Official behaviour reproduced by default (switches document each):
   π_old (TRL's semantics); the batch is kept on disk so a resumed run replays it exactly;
 - the update forward runs in eval mode (ARG's forward calls `gpt.eval()`; dropout and condition
   dropout are 0 in its scripts), so the unconditional branch gets no direct gradient.
+
+`sharding=fsdp`: the policy trains sharded; rollouts sample from its gathered shards (the KV-cached
+sampler calls more than the forward) and the KL reference is a sharded frozen copy of the initial
+weights (va_pi/reference.py).
 """
 from __future__ import annotations
 
@@ -37,9 +41,9 @@ from vapi_bench.seeding import derive_seed
 from vapi_bench.store import atomic_write
 from vapi_bench.training import Batch, MetricMeter, autocast
 from vapi_bench.plugins.va_pi.harness import finetune_module, uses_fsdp
-from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
 from vapi_bench.plugins.va_pi.objective import group_advantages, k3_kl, ppo_clip_loss
 from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, method_family_param, training_params
+from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
 
 from .rewards import RewardMix, class_texts
 
@@ -79,13 +83,13 @@ class ArGrpo(Method):
     def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
         def make_step(cfg: dict[str, Any]) -> ArGrpoStep:
             _check(cfg)
+            where = "method 'ar-grpo'"
             if cfg["logprob_cfg"] == "guided":
                 require_capability(generator, "null_conditions", "method 'ar-grpo' with logprob_cfg=guided")
                 if uses_fsdp(cfg):
                     check_null_conditions_shardable(generator, "ar-grpo")
             # the KL reference is the policy before any update (made before a resume restores)
             reference = FrozenReference(generator, uses_fsdp(cfg), ctx.device, "ar-grpo") if cfg["beta"] else None
-            where = "method 'ar-grpo'"
             classes = class_texts(generator, cfg["class_names"], cfg["class_prompt"], where)
             rewards = RewardMix(cfg["rewards"], ctx.device, where, classes=classes)
             return ArGrpoStep(generator, cfg, rewards, ctx.seed, reference, Path(ctx.out_dir), ctx.rank)

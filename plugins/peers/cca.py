@@ -15,6 +15,8 @@ images with the frozen tokenizer and runs the policy and the reference teacher-f
   would null random rows of c and c⁻; `model_mode=train` runs train mode anyway;
 - AdamW (0.9, 0.95), weight decay 0.05 on all but the *norm* parameters (official: on >= 2-D
   parameters; the same set for LlamaGen, whose only 1-D weights are its norms), lr 1e-5, clip 1.
+- `sharding=fsdp`: the policy trains sharded and the reference is a sharded frozen copy of the
+  initial weights (va_pi/reference.py).
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
 from vapi_bench.training import Batch, MetricMeter, autocast
 from vapi_bench.plugins.va_pi.harness import finetune_module, uses_fsdp
-from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
 from vapi_bench.plugins.va_pi.recipes import CCA_LAMBDA, CCA_RECIPES, training_params
+from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
 
 from .cca_objective import cca_loss, rolled, sequence_logprob
 
