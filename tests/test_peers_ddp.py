@@ -30,13 +30,19 @@ RUNS = {
 }
 
 
-def _run(name: str, out_dir: Path, **extra) -> dict[str, torch.Tensor]:
+CAPTIONS = [(torch.zeros(3, 16, 16), caption) for caption in ("a red cat", "dog", "two blue dogs", "a cat")]
+
+
+def _run(name: str, out_dir: Path, text: bool = False, **extra) -> dict[str, torch.Tensor]:
+    """`name` on the tiny c2i model, or with `text` on the tiny t2i one (captions, null captions)."""
+    from test_ar_grpo import tiny_t2i
+
     method, params, values = RUNS[name]
-    generator = tiny_llamagen(dropout=False, class_dropout_prob=0.1)
+    generator = tiny_t2i() if text else tiny_llamagen(dropout=False, class_dropout_prob=0.1)
     info = distributed.current()
     ctx = StageContext(out_dir=out_dir, device=torch.device("cpu"), seed=0, rank=info.rank, world_size=info.world_size)
     method(**resolve_params(params, {**values, "ckpt_every": 1, "precision": "fp32", **extra}, name)).finetune(
-        generator, RandomImages(), ctx)
+        generator, CAPTIONS if text else RandomImages(), ctx)
     assert not distributed.is_sharded(generator.policy.parameters()), "the generator must get its plain policy back"
     return generator.policy.state_dict()
 
@@ -51,7 +57,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str, sharding: str = "ddp
             state = _run(name, Path(out_dir) / name, sharding=sharding)
             if rank == 0:
                 torch.save(state, Path(out_dir) / f"{name}.pt")
-        if sharding == "fsdp":  # stop after step 1, then resume to step 2
+        if sharding == "fsdp":  # cca with null captions; ar-grpo stopped after step 1, then resumed to step 2
+            state = _run("cca", Path(out_dir) / "cca-t2i", text=True, sharding=sharding, uncond_ratio=0.5)
+            if rank == 0:
+                torch.save(state, Path(out_dir) / "cca-t2i.pt")
             resumed = Path(out_dir) / "ar-grpo-resumed"
             _run("ar-grpo", resumed, sharding=sharding, steps=1)
             state = _run("ar-grpo", resumed, sharding=sharding)
@@ -75,10 +84,11 @@ def test_two_gloo_ranks_equal_one_rank(tmp_path):
 
 def test_fsdp_on_two_gloo_ranks_equals_one_rank_and_resumes(tmp_path):
     """Weights sharded over 2 ranks (policy, gradients, AdamW state, and the frozen reference) give the
-    1-rank weights of both methods; the checkpoint holds the plain policy's keys; an ar-grpo run
-    stopped after step 1 and resumed ends where the uninterrupted one does (its KL reference is still
-    the initial model, not the restored one)."""
+    1-rank weights of both methods, and of cca on a t2i model with null captions; the checkpoint holds
+    the plain policy's keys; an ar-grpo run stopped after step 1 and resumed ends where the
+    uninterrupted one does (its KL reference is still the initial model, not the restored one)."""
     single = {name: _run(name, tmp_path / "one" / name) for name in RUNS}
+    single_t2i = _run("cca", tmp_path / "one" / "cca-t2i", text=True, uncond_ratio=0.5)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "fsdp"), "fsdp"), nprocs=2, join=True)
     for name, state in single.items():
@@ -88,6 +98,13 @@ def test_fsdp_on_two_gloo_ranks_equals_one_rank_and_resumes(tmp_path):
         for key, value in state.items():
             torch.testing.assert_close(sharded[key], value, rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
             torch.testing.assert_close(saved[key], value, rtol=1e-5, atol=1e-6, msg=f"{name} checkpoint: {key}")
+    sharded_t2i = torch.load(tmp_path / "fsdp" / "cca-t2i.pt", weights_only=True)
+    from test_ar_grpo import tiny_t2i
+
+    initial_t2i = tiny_t2i().policy.state_dict()
+    assert any(not torch.equal(v, initial_t2i[k]) for k, v in single_t2i.items()), "cca t2i did not train"
+    for key, value in single_t2i.items():
+        torch.testing.assert_close(sharded_t2i[key], value, rtol=1e-5, atol=1e-6, msg=f"cca t2i: {key}")
     resumed = torch.load(tmp_path / "fsdp" / "ar-grpo-resumed.pt", weights_only=True)
     for key, value in single["ar-grpo"].items():
         torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6, msg=f"resumed: {key}")
