@@ -18,6 +18,7 @@ from vapi_bench.plugins.peers import ar_grpo
 from vapi_bench.plugins.peers.ar_grpo import AR_GRPO_PARAMS, ArGrpo, ArGrpoStep
 from vapi_bench.plugins.peers.rewards import RewardMix, parse_reward_spec
 from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, resolve_with_table
+from vapi_bench.plugins.va_pi.reference import FrozenReference
 from vapi_bench.training import MetricMeter, load_batch
 
 SMALL = dict(steps=2, batch_size=2, micro_batch=1, group_size=4, ckpt_every=1, precision="fp32", lr=1e-3,
@@ -48,7 +49,7 @@ def _cfg(gen, tmp_path, **overrides):
 
 
 def _step(gen, tmp_path, reference=True, **overrides):
-    ref = [p.detach().clone() for p in gen.policy.parameters()] if reference else None
+    ref = FrozenReference(gen, False, CPU, "ar-grpo") if reference else None
     return ArGrpoStep(gen, _cfg(gen, tmp_path, **overrides), Brightness(), 0, ref, tmp_path)
 
 
@@ -132,7 +133,7 @@ def test_one_inner_iteration_makes_the_ratio_one_and_the_step_reinforce(tmp_path
 
 
 def test_more_inner_iterations_reuse_the_rollout_and_move_the_ratio(tmp_path, monkeypatch):
-    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where: Brightness())
+    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
     records = []
     params = resolve_params(AR_GRPO_PARAMS, {**SMALL, "steps": 2, "num_iterations": 2, "lr": 3e-2}, "ar-grpo")
     ArGrpo(**params).finetune(_gen(), RandomImages(), _ctx(tmp_path, records))
@@ -172,7 +173,7 @@ def test_rollouts_are_index_seeded(tmp_path):
 
 @pytest.mark.parametrize("iterations", [1, 2])
 def test_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, iterations):
-    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where: Brightness())
+    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
     params = resolve_params(AR_GRPO_PARAMS, {**SMALL, "steps": 3, "num_iterations": iterations}, "ar-grpo")
     # with 2 inner iterations the stop after step 2 falls in the middle of a rollout cycle
     assert_resume_matches_uninterrupted(lambda: ArGrpo(**params), _gen, _ctx, tmp_path)
@@ -199,7 +200,8 @@ def test_c2i_run_logs_the_official_recipe_and_reward_terms(tmp_path):
     assert any(not torch.equal(p, before[n]) for n, p in gen.policy.named_parameters())
 
 
-def test_t2i_llamagen_runs_with_text_rollouts_and_guided_log_probs(tmp_path, monkeypatch):
+def tiny_t2i():
+    """A random tiny LlamaGen t2i generator (family 'llamagen-t2i') reading captions word by word."""
     from test_llamagen_generator import V, WordEncoder
     from vapi_bench.plugins.llamagen import GPT, GPTConfig, LlamaGenGenerator, VQConfig, VQModel
 
@@ -208,11 +210,15 @@ def test_t2i_llamagen_runs_with_text_rollouts_and_guided_log_probs(tmp_path, mon
                         caption_dim=16, block_size=16, token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0))
     torch.nn.init.normal_(gpt.output.weight, std=0.1)
     vq = VQModel(VQConfig(codebook_size=V, ch=32, ch_mult=(1, 1, 1), z_channels=32))
-    gen = LlamaGenGenerator(gpt, vq, name="t2i-tiny", image_size=16, text_encoder=WordEncoder(5, 16),
-                            family="llamagen-t2i")
+    return LlamaGenGenerator(gpt, vq, name="t2i-tiny", image_size=16, text_encoder=WordEncoder(5, 16),
+                             family="llamagen-t2i")
+
+
+def test_t2i_llamagen_runs_with_text_rollouts_and_guided_log_probs(tmp_path, monkeypatch):
+    gen = tiny_t2i()
     captions = ["a red cat", "dog", "two blue dogs", "a cat"]
     data = [(torch.zeros(3, 16, 16), c) for c in captions]
-    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where: Brightness())
+    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
     records = []
     params = resolve_params(AR_GRPO_PARAMS, {"steps": 1, "batch_size": 2, "group_size": 2, "logprob_cfg": "guided",
                                              "lr": 1e-3}, "ar-grpo")
@@ -238,7 +244,7 @@ def test_janus_runs_through_the_contract(tmp_path, monkeypatch):
     tiny_tokenizer().save_pretrained(tmp_path / "janus")
     gen = vapi_bench.load_generator("janus-pro-1b", checkpoint=str(tmp_path / "janus"))
     data = [(torch.zeros(3, gen.image_size, gen.image_size), c) for c in ("a red circle", "two big blue squares")]
-    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where: Brightness())
+    monkeypatch.setattr(ar_grpo, "RewardMix", lambda spec, device, where, **_: Brightness())
     before = {k: v.clone() for k, v in gen.policy_state().items() if k.startswith("model.generation_head.")}
     records = []
     params = resolve_params(AR_GRPO_PARAMS, {"steps": 1, "batch_size": 2, "micro_batch": 1, "group_size": 2,
@@ -254,7 +260,7 @@ def test_janus_runs_through_the_contract(tmp_path, monkeypatch):
 
 
 def test_reward_spec_and_mix(tmp_path):
-    assert parse_reward_spec("a:1, b:0.5,c", "x") == [("a", 1.0), ("b", 0.5), ("c", 1.0)]
+    assert [(t.name, t.weight) for t in parse_reward_spec("a:1, b:0.5,c", "x")] == [("a", 1.0), ("b", 0.5), ("c", 1.0)]
     for bad, message in (("a:x", "not a number"), ("", "empty"), ("a:1,a:2", "named twice")):
         with pytest.raises(UsageError, match=message):
             parse_reward_spec(bad, "x")
@@ -264,5 +270,3 @@ def test_reward_spec_and_mix(tmp_path):
     images = torch.rand(3, 3, 16, 16) * 2 - 1
     total, parts = mix(images, [0, 1, 2])
     torch.testing.assert_close(total, 2 * parts["shapes-class-prob"])
-    with pytest.raises(UsageError, match="beta > 0 needs sharding=ddp"):
-        ar_grpo._check({**_cfg(_gen(), tmp_path), "sharding": "fsdp"}, _ctx(tmp_path, world_size=2))

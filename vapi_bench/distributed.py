@@ -8,9 +8,10 @@ same arithmetic DDP performs with `no_sync()` accumulation, and works with any g
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -161,7 +162,7 @@ def on_main(fn: Callable[[], T]) -> T | None:
 
 
 # ---- FSDP (parameter sharding) ------------------------------------------------------------------
-def fully_shard_copy(module: nn.Module, device: torch.device) -> nn.Module:
+def fully_shard_copy(module: nn.Module, device: torch.device, frozen: bool = False) -> nn.Module:
     """A copy of `module` sharded over the ranks on `device` with FSDP2 (`fully_shard`): each
     element of every nn.ModuleList (the transformer blocks) is one shard unit, the rest of the
     module the root unit. Every rank holds 1/world of each parameter, gradient and optimiser
@@ -170,7 +171,8 @@ def fully_shard_copy(module: nn.Module, device: torch.device) -> nn.Module:
 
     A copy, because sampling and saving after training need plain parameters: the caller keeps
     the original (on the CPU while training, see va_pi.harness) and loads `full_state_dict(copy)`
-    back into it when training ends.
+    back into it when training ends. `frozen` copies are for no-grad forwards only (a method's
+    reference model): no parameter requires a gradient.
     """
     import copy
 
@@ -179,12 +181,42 @@ def fully_shard_copy(module: nn.Module, device: torch.device) -> nn.Module:
 
     mesh = init_device_mesh(device.type, (current().world_size,))
     sharded = copy.deepcopy(module)
+    if frozen:
+        sharded.requires_grad_(False)
     for child in sharded.modules():
         if isinstance(child, nn.ModuleList):
             for unit in child:
                 fully_shard(unit, mesh=mesh)
     fully_shard(sharded, mesh=mesh)
     return sharded.to(device)
+
+
+@contextlib.contextmanager
+def gathered(module: nn.Module) -> Iterator[None]:
+    """Inside: every FSDP unit of `module` (a `fully_shard_copy`) holds its whole parameters as
+    plain tensors and keeps them through forwards, so code that calls the module's other methods
+    rather than its forward (a KV-cached sampler's prefill and decode steps) runs, with no
+    communication per token; after: sharded again. Costs one whole copy of the weights per device
+    while inside, as ZeRO-3 trainers gather for generation. A plain module passes through."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield
+        return
+    # the root must initialise the units before any of them runs (FSDP otherwise takes the first
+    # unit called for a root); a root forward does this, a sampler's prefill does not
+    module._get_fsdp_state()._lazy_init()
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+            # fully_shard's own choice: units reshard after forward, the root does not
+            unit.set_reshard_after_forward(unit is not module, recurse=False)
 
 
 def is_sharded(params: Iterable[torch.Tensor]) -> bool:

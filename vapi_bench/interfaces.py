@@ -122,6 +122,11 @@ class Generator(ABC):
     num_tokens: int  # T, tokens per image
     codebook_size: int  # V
     num_classes: int = 0  # class-conditional models only
+    #: class-conditional models: the name of each class (index i = class i), which text scorers
+    #: read as "class_prompt.format(name)" when a method scores class-conditional images against
+    #: text (ar-grpo's clip-score / hpsv2 rewards); empty = the model does not know its names
+    class_names: tuple[str, ...] = ()
+    class_prompt: str = "a photo of {}"  # AR-GRPO's C2I text; shapes: "a photo of a {}"
     default_recipe: SamplingRecipe = SamplingRecipe()
     default_dataset: str = ""  # registry name of the data methods fine-tune on by default
     family: str = ""  # e.g. "llamagen-c2i", "llamagen-t2i", "janus-pro", "shapes": method defaults key

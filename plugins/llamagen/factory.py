@@ -25,6 +25,11 @@ from .gpt import GPT, GPT_CONFIGS, GPTConfig
 from .text import FLAN_T5_XL, FlanT5Encoder
 from .vq import VQ_CONFIGS, VQConfig, VQModel
 
+#: ImageNet-1k class names, line i = class i: the WordNet lemma strings AR-GRPO's C2I reward reads
+#: ("tench, Tinca tinca"; ARG reward_utils/imagenet_names.py), as timm ships them
+#: (timm/data/_info/imagenet_synset_to_lemma.txt in synset order).
+IMAGENET_CLASS_NAMES = Path(__file__).with_name("imagenet_class_names.txt")
+IMAGENET_CLASSES = 1000
 CACHE_FOLDER = "llamagen"  # sub-folder of the vapi-bench weight cache
 C2I_REPO = "hf://FoundationVision/LlamaGen"
 T2I_REPO = "hf://peizesun/llamagen_t2i"
@@ -214,7 +219,16 @@ def build_generator(spec: ModelSpec, *, checkpoint: str | None, device: torch.de
         gpt, vq, name=spec.name, image_size=p["image_size"], text_encoder=text_encoder,
         default_recipe=spec.recipe, default_dataset="imagenet" if spec.model_type == "c2i" else "captions-jsonl",
         family=f"llamagen-{spec.model_type}", device=device, describe_extra=extra, precision=p["precision"],
+        class_names=imagenet_class_names() if spec.model_type == "c2i" and gpt_cfg.num_classes == IMAGENET_CLASSES
+        else (),
     )
+
+
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1,000 ImageNet class names (see IMAGENET_CLASS_NAMES)."""
+    from vapi_bench.plugins.scorers.text_image import read_class_names
+
+    return tuple(read_class_names(IMAGENET_CLASS_NAMES))
 
 
 def entries() -> list[Entry]:

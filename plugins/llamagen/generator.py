@@ -59,6 +59,8 @@ class LlamaGenGenerator(Generator):
         device: torch.device | str = "cpu",
         describe_extra: dict[str, Any] | None = None,
         precision: str = "fp32",
+        class_names: Sequence[str] = (),
+        class_prompt: str = Generator.class_prompt,
     ):
         cfg = gpt.config
         if vq.config.codebook_size != cfg.vocab_size:
@@ -79,6 +81,9 @@ class LlamaGenGenerator(Generator):
         self.num_tokens = cfg.block_size
         self.codebook_size = cfg.vocab_size
         self.num_classes = cfg.num_classes if cfg.model_type == "c2i" else 0
+        if class_names and len(class_names) != self.num_classes:
+            raise UsageError(f"{name}: {len(class_names)} class names for {self.num_classes} classes.")
+        self.class_names, self.class_prompt = tuple(class_names), class_prompt
         self.default_recipe = default_recipe
         self.default_dataset = default_dataset
         self.family = family

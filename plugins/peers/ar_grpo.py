@@ -4,7 +4,8 @@ One engine step = one rollout batch and one optimiser step, as the official laun
 1. rollouts: each prompt of the step is sampled G times through the generator's own KV-cached,
    index-seeded sampler with CFG (2.0 c2i, 4.0 t2i), T = 1, no top-k / top-p; row (p, g) of step
    s is seeded from (seed, s, p·G + g), so rollouts do not depend on the number of ranks;
-2. rewards: decoded images scored by reward scorers, Σ w_k r_k (`rewards=name:w,...`);
+2. rewards: decoded images scored by reward scorers, Σ w_k r_k (`rewards=name:w,...`); text
+   scorers read a class label as `class_prompt.format(name)` (see rewards.py);
 3. advantages: (R − mean_g) / (std_g + 1e-4), unbiased std, within each prompt's G rollouts;
 4. loss per token: −min(ρA, clip(ρ, 1−ε, 1+ε)A) + β·k3(π_ref ‖ π_θ), mean over tokens.
 
@@ -18,6 +19,10 @@ Official behaviour reproduced by default (switches document each):
   π_old (TRL's semantics); the batch is kept on disk so a resumed run replays it exactly;
 - the update forward runs in eval mode (ARG's forward calls `gpt.eval()`; dropout and condition
   dropout are 0 in its scripts), so the unconditional branch gets no direct gradient.
+
+`sharding=fsdp`: the policy trains sharded; rollouts sample from its gathered shards (the KV-cached
+sampler calls more than the forward) and the KL reference is a sharded frozen copy of the initial
+weights (va_pi/reference.py).
 """
 from __future__ import annotations
 
@@ -28,25 +33,31 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from vapi_bench import distributed
 from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import Condition, Generator, Method, SamplingRecipe, StageContext, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed
 from vapi_bench.store import atomic_write
 from vapi_bench.training import Batch, MetricMeter, autocast
-from vapi_bench.plugins.va_pi.harness import finetune_module
-from vapi_bench.plugins.va_pi.method import swapped_parameters
+from vapi_bench.plugins.va_pi.harness import finetune_module, uses_fsdp
 from vapi_bench.plugins.va_pi.objective import group_advantages, k3_kl, ppo_clip_loss
 from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, method_family_param, training_params
+from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
 
-from .rewards import RewardMix
+from .rewards import RewardMix, class_texts
 
 _T = AR_GRPO_RECIPES
 AR_GRPO_PARAMS: tuple[Param, ...] = training_params(_T) + (
     method_family_param("group_size", int, "G: rollouts per prompt", _T),
     method_family_param("rollout_cfg", float, "classifier-free guidance scale of the rollouts", _T),
     method_family_param("beta", float, "β: weight of the k3 KL to the frozen initial model (0 = no reference model)", _T),
-    method_family_param("rewards", str, "reward scorers and weights, 'name:w,name:w' (summed with nansum)", _T),
+    method_family_param("rewards", str, "reward scorers and weights, 'name:w,name[key=value,...]:w' (summed with "
+                        "nansum; brackets set the scorer's own parameters, e.g. clip-score[arch=ViT-B-32])", _T),
+    Param("class_names", str, "", "class-conditional models, text rewards: file with one class name per line "
+          "(line i = class i); empty = the generator's own names (LlamaGen ImageNet: the 1,000 WordNet names)"),
+    Param("class_prompt", str, "", "class-conditional models, text rewards: the text of a class, {} = its name; "
+          "empty = the generator's ('a photo of {}' as AR-GRPO; shapes: 'a photo of a {}')"),
     method_family_param("decode_chunk", int, "rollouts decoded and scored per batch", _T),
     Param("clip_eps", float, 0.2, "PPO clip range ε (acts only with num_iterations > 1)"),
     Param("adv_eps", float, 1e-4, "added to the group std of the advantage (TRL: 1e-4)"),
@@ -73,19 +84,23 @@ class ArGrpo(Method):
 
     def finetune(self, generator: Generator, dataset: Any, ctx: StageContext) -> dict[str, Any]:
         def make_step(cfg: dict[str, Any]) -> ArGrpoStep:
-            _check(cfg, ctx)
+            _check(cfg)
+            where = "method 'ar-grpo'"
             if cfg["logprob_cfg"] == "guided":
                 require_capability(generator, "null_conditions", "method 'ar-grpo' with logprob_cfg=guided")
-            # the KL reference is the policy before any update (cloned before a resume restores)
-            reference = [p.detach().clone() for p in generator.policy.parameters()] if cfg["beta"] else None
-            rewards = RewardMix(cfg["rewards"], ctx.device, "method 'ar-grpo'")
+                if uses_fsdp(cfg):
+                    check_null_conditions_shardable(generator, "ar-grpo")
+            # the KL reference is the policy before any update (made before a resume restores)
+            reference = FrozenReference(generator, uses_fsdp(cfg), ctx.device, "ar-grpo") if cfg["beta"] else None
+            classes = class_texts(generator, cfg["class_names"], cfg["class_prompt"], where)
+            rewards = RewardMix(cfg["rewards"], ctx.device, where, classes=classes)
             return ArGrpoStep(generator, cfg, rewards, ctx.seed, reference, Path(ctx.out_dir), ctx.rank)
 
         return finetune_module("ar-grpo", self.params, generator, dataset, ctx, module_name="policy",
                                module=generator.policy, make_step=make_step, recipes=self.recipes)
 
 
-def _check(cfg: dict[str, Any], ctx: StageContext) -> None:
+def _check(cfg: dict[str, Any]) -> None:
     where = "method 'ar-grpo'"
     if cfg["group_size"] < 2:
         raise UsageError(f"{where}: group_size must be at least 2 (advantages are normalised within a group).")
@@ -95,16 +110,13 @@ def _check(cfg: dict[str, Any], ctx: StageContext) -> None:
         raise UsageError(f"{where}: rollout_cfg must be >= 1 (1 = no guidance), got {cfg['rollout_cfg']}.")
     if cfg["beta"] < 0:
         raise UsageError(f"{where}: beta must be >= 0, got {cfg['beta']}.")
-    if cfg["beta"] and cfg["sharding"] == "fsdp" and ctx.world_size > 1:
-        raise UsageError(f"{where}: beta > 0 needs sharding=ddp (the frozen reference swaps plain tensors "
-                         "into the policy, which FSDP shards).")
 
 
 class ArGrpoStep:
     """The step function handed to the training engine (see vapi_bench.training.StepFn)."""
 
     def __init__(self, generator: Generator, cfg: dict[str, Any], rewards: RewardMix, seed: int,
-                 reference: list[torch.Tensor] | None, out_dir: Path, rank: int = 0) -> None:
+                 reference: FrozenReference | None, out_dir: Path, rank: int = 0) -> None:
         self.gen, self.cfg, self.rewards, self.seed, self.reference = generator, cfg, rewards, seed, reference
         self.rollout_path = Path(out_dir) / ROLLOUT_FILE.format(rank=rank)
 
@@ -138,9 +150,10 @@ class ArGrpoStep:
         seeds = [derive_seed(self.seed, pos * group + g, f"ar-grpo-step{batch.step}")
                  for pos in batch.positions for g in range(group)]
         gen.policy.eval()
-        tokens = torch.cat([gen.sample(conds[i:i + rows_per_pass], seeds=seeds[i:i + rows_per_pass],
-                                       recipe=self.recipe)
-                            for i in range(0, len(conds), rows_per_pass)]).to(batch.images.device)
+        with distributed.gathered(gen.policy):  # FSDP: the sampler calls more than the forward
+            tokens = torch.cat([gen.sample(conds[i:i + rows_per_pass], seeds=seeds[i:i + rows_per_pass],
+                                           recipe=self.recipe)
+                                for i in range(0, len(conds), rows_per_pass)]).to(batch.images.device)
         totals, parts = [], {}
         for i in range(0, len(conds), cfg["decode_chunk"]):
             images = gen.decode(tokens[i:i + cfg["decode_chunk"]]).float()
@@ -155,7 +168,7 @@ class ArGrpoStep:
             "reward_parts": {name: torch.cat(v) for name, v in parts.items()},
         }
         if self.reference is not None:
-            with swapped_parameters(gen.policy, self.reference):
+            with self.reference.active():
                 out["ref_logp"] = self._all_logprobs(tokens, conds)
         if cfg["num_iterations"] > 1:
             out["old_logp"] = self._all_logprobs(tokens, conds)

@@ -15,6 +15,8 @@ images with the frozen tokenizer and runs the policy and the reference teacher-f
   would null random rows of c and c⁻; `model_mode=train` runs train mode anyway;
 - AdamW (0.9, 0.95), weight decay 0.05 on all but the *norm* parameters (official: on >= 2-D
   parameters; the same set for LlamaGen, whose only 1-D weights are its norms), lr 1e-5, clip 1.
+- `sharding=fsdp`: the policy trains sharded and the reference is a sharded frozen copy of the
+  initial weights (va_pi/reference.py).
 """
 from __future__ import annotations
 
@@ -28,9 +30,9 @@ from vapi_bench.interfaces import Condition, Generator, Method, StageContext, re
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
 from vapi_bench.training import Batch, MetricMeter, autocast
-from vapi_bench.plugins.va_pi.harness import finetune_module
-from vapi_bench.plugins.va_pi.method import swapped_parameters
+from vapi_bench.plugins.va_pi.harness import finetune_module, uses_fsdp
 from vapi_bench.plugins.va_pi.recipes import CCA_LAMBDA, CCA_RECIPES, training_params
+from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
 
 from .cca_objective import cca_loss, rolled, sequence_logprob
 
@@ -62,31 +64,30 @@ class Cca(Method):
             params["lam"] = CCA_LAMBDA.get(generator.name, DEFAULT_LAMBDA)
 
         def make_step(cfg: dict[str, Any]) -> CcaStep:
-            _check(cfg, ctx)
+            _check(cfg)
             if cfg["uncond_ratio"] > 0:
                 require_capability(generator, "null_conditions", "method 'cca' (its null rows)")
-            reference = [p.detach().clone() for p in generator.policy.parameters()]
+                if uses_fsdp(cfg):
+                    check_null_conditions_shardable(generator, "cca")
+            reference = FrozenReference(generator, uses_fsdp(cfg), ctx.device, "cca")
             return CcaStep(generator, cfg, ctx.seed, reference)
 
         return finetune_module("cca", params, generator, dataset, ctx, module_name="policy",
                                module=generator.policy, make_step=make_step, recipes=self.recipes)
 
 
-def _check(cfg: dict[str, Any], ctx: StageContext) -> None:
+def _check(cfg: dict[str, Any]) -> None:
     where = "method 'cca'"
     if not 0.0 <= cfg["uncond_ratio"] < 1.0:
         raise UsageError(f"{where}: uncond_ratio must be in [0, 1), got {cfg['uncond_ratio']}.")
     if cfg["beta"] <= 0 or cfg["lam"] < 0:
         raise UsageError(f"{where}: beta must be > 0 and lam >= 0, got beta={cfg['beta']}, lam={cfg['lam']}.")
-    if cfg["sharding"] == "fsdp" and ctx.world_size > 1:
-        raise UsageError(f"{where}: needs sharding=ddp (its frozen reference swaps plain tensors into the policy, "
-                         "which FSDP shards).")
 
 
 class CcaStep:
     """The step function handed to the training engine (see vapi_bench.training.StepFn)."""
 
-    def __init__(self, generator: Generator, cfg: dict[str, Any], seed: int, reference: list[torch.Tensor]) -> None:
+    def __init__(self, generator: Generator, cfg: dict[str, Any], seed: int, reference: FrozenReference) -> None:
         self.gen, self.cfg, self.seed, self.reference = generator, cfg, seed, reference
 
     def negatives(self, batch: Batch) -> list[Condition]:
@@ -122,7 +123,7 @@ class CcaStep:
     def micro_loss(self, tokens: torch.Tensor, conds: Sequence[Condition], negs: Sequence[Condition],
                    null: torch.Tensor, meter: MetricMeter) -> torch.Tensor:
         cfg = self.cfg
-        with torch.no_grad(), swapped_parameters(self.gen.policy, self.reference):
+        with torch.no_grad(), self.reference.active():
             ref_pos, ref_neg = self.pair_logprobs(tokens, conds, negs, null)
         pol_pos, pol_neg = self.pair_logprobs(tokens, conds, negs, null)
         delta_pos, delta_neg = pol_pos - ref_pos, pol_neg - ref_neg

@@ -42,6 +42,12 @@ def read_class_names(path: Path | str) -> list[str]:
     return [line.strip() for line in lines]
 
 
+def check_class_prompt(prompt: str) -> None:
+    """A class prompt needs exactly the place where the name goes."""
+    if "{}" not in prompt:
+        raise UsageError(f"class_prompt {prompt!r} must contain '{{}}' where the class name goes.")
+
+
 def condition_texts(conditions: Sequence[Condition], class_names: Sequence[str] | None,
                     class_prompt: str = DEFAULT_CLASS_PROMPT) -> list[str]:
     """The text each condition is scored against (see the module docstring)."""
@@ -82,8 +88,7 @@ class TextImageScorer(Scorer):
 
     def __init__(self, class_names: str = "", class_prompt: str = DEFAULT_CLASS_PROMPT) -> None:
         super().__init__()
-        if "{}" not in class_prompt:
-            raise UsageError(f"class_prompt {class_prompt!r} must contain '{{}}' where the class name goes.")
+        check_class_prompt(class_prompt)
         self.class_names_file = class_names
         self.class_prompt = class_prompt
 
@@ -96,6 +101,16 @@ class TextImageScorer(Scorer):
     @cached_property
     def class_names(self) -> list[str] | None:
         return read_class_names(self.class_names_file) if self.class_names_file else None
+
+    def name_classes(self, names: Sequence[str] | None = None, prompt: str | None = None) -> None:
+        """Use these class names and / or this prompt for int conditions instead of the scorer's
+        own parameters: a method scoring a class-conditional generator passes the generator's
+        vocabulary (reward scorers are built by name, without their own class_names file)."""
+        if names is not None:
+            self.class_names = list(names)  # shadows the cached_property
+        if prompt is not None:
+            check_class_prompt(prompt)
+            self.class_prompt = prompt
 
     def texts(self, conditions: Sequence[Condition]) -> list[str]:
         return condition_texts(conditions, self.class_names, self.class_prompt)

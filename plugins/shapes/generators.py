@@ -18,6 +18,7 @@ from vapi_bench.interfaces import Entry, SamplingRecipe
 from vapi_bench.params import Param
 
 from ..llamagen.generator import PRECISIONS, LlamaGenGenerator
+from .vocab import NUM_CLASSES, class_name
 from .zoo_files import FILES, load_gpt, load_vq, read_manifest, word_encoder, zoo_dir_or_default
 
 #: Default sampling recipes, chosen from the CFG sweep `zoo build` records in the manifest
@@ -28,6 +29,12 @@ DEFAULT_RECIPES: dict[str, SamplingRecipe] = {
     "c2i-small": SamplingRecipe(cfg_scale=2.0),
     "c2i-small-ls": SamplingRecipe(cfg_scale=2.0),
 }
+
+
+#: What text scorers read for a class label (e.g. ar-grpo with clip-score rewards on shapes-c2i):
+#: GenEval's wording, "a photo of a red circle" (every colour starts with a consonant).
+CLASS_NAMES: tuple[str, ...] = tuple(class_name(label) for label in range(NUM_CLASSES))
+CLASS_PROMPT = "a photo of a {}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ def build_shapes_generator(
         gpt, vq, name=model.name, image_size=manifest["config"]["image_size"], text_encoder=text_encoder,
         default_recipe=DEFAULT_RECIPES[model.kind], default_dataset=model.default_dataset,
         family=model.name, device=device, describe_extra=extra, precision=precision,
+        class_names=CLASS_NAMES if model.kind != "t2i" else (), class_prompt=CLASS_PROMPT,
     )
     # the runner's default sampling batch (results do not depend on it): a tiny model spends a batch of
     # 16 mostly in per-token Python overhead; 96 images took 2.2 CPU-s at batch 96 against 3.8 at 16

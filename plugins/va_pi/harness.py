@@ -44,7 +44,7 @@ def finetune_module(
     data = training_dataset(dataset, cfg["dataset"], generator.image_size)
     module.requires_grad_(True)
     step_fn = make_step(cfg)
-    sharded = cfg["sharding"] == "fsdp" and distributed.current().is_distributed
+    sharded = uses_fsdp(cfg)
     with _trained_copy(generator, module, method) if sharded else contextlib.nullcontext(module) as trained:
         optimizer = build_adamw(trained.named_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                 betas=cfg["betas"])
@@ -61,6 +61,20 @@ def finetune_module(
     return {**summary, "params": cfg}
 
 
+def uses_fsdp(cfg: Mapping[str, Any]) -> bool:
+    """Whether `finetune_module` trains a sharded copy (sharding=fsdp on more than one rank)."""
+    return cfg["sharding"] == "fsdp" and distributed.current().is_distributed
+
+
+def module_slot(generator: Generator, module: nn.Module, method: str) -> str:
+    """The name of the generator attribute holding `module` (where FSDP puts a sharded copy)."""
+    slots = [name for name, value in vars(generator).items() if value is module]
+    if len(slots) != 1:
+        raise UsageError(f"method '{method}' cannot shard this generator's module with FSDP: "
+                         f"{type(generator).__name__} does not hold it in one attribute; use sharding=ddp.")
+    return slots[0]
+
+
 @contextlib.contextmanager
 def _trained_copy(generator: Generator, module: nn.Module, method: str) -> Iterator[nn.Module]:
     """FSDP: train a sharded copy of `module` in its place inside the generator (so the method's
@@ -68,17 +82,14 @@ def _trained_copy(generator: Generator, module: nn.Module, method: str) -> Itera
     weights back into `module`, whose parameters stay plain tensors for sampling and saving. The
     original waits on the CPU, so the device holds one shard of the weights, gradients and
     optimiser state per rank."""
-    slots = [name for name, value in vars(generator).items() if value is module]
-    if len(slots) != 1:
-        raise UsageError(f"method '{method}' cannot shard this generator's module with FSDP: "
-                         f"{type(generator).__name__} does not hold it in one attribute; use sharding=ddp.")
+    slot = module_slot(generator, module, method)
     device = next(module.parameters()).device
     module.to("cpu")  # the device holds only the shards while training
     try:
         sharded = distributed.fully_shard_copy(module, device)
-        setattr(generator, slots[0], sharded)
+        setattr(generator, slot, sharded)
         yield sharded
         module.load_state_dict(distributed.full_state_dict(sharded))
     finally:
-        setattr(generator, slots[0], module)
+        setattr(generator, slot, module)
         module.to(device)

@@ -165,7 +165,7 @@ _AR_GRPO_C2I = {
     "lr": 1e-5, "weight_decay": 0.0, "group_size": 8, "rollout_cfg": 2.0, "beta": 0.1,
     # 4 classes x 8 completions per step on 4 GPUs (8 completions = 1 prompt per device)
     "batch_size": 4, "micro_batch": 1, "steps": 400, "ckpt_every": 100, "decode_chunk": 8,
-    "rewards": "clip-score:5,hpsv2.1:5",
+    "rewards": "clip-score[arch=ViT-B-32]:5,hpsv2.1:5",  # ARG's CLIP is B/32 (peers.md §1.4)
 }
 AR_GRPO_RECIPES: dict[str, dict[str, Any]] = {
     "llamagen-c2i": dict(_AR_GRPO_C2I),
