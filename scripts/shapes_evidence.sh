@@ -117,7 +117,11 @@ fi
 for s in "${SWEEPS[@]}"; do
   sweep_cmd "$s" "$RESULTS"; "${CMD[@]}"
 done
+# one table per lab from the cached stages (with --jobs, the labs side by side)
+pids=()
 for l in "${LABS[@]}"; do
   [ -n "${DONE[$l]}" ] || continue
-  lab_cmd "$l" "${DONE[$l]}" "$RESULTS"; "${CMD[@]}"
+  lab_cmd "$l" "${DONE[$l]}" "$RESULTS"
+  if [ "$JOBS" -gt 1 ]; then "${CMD[@]}" > "runs/logs/${l/:/-}-tables.log" 2>&1 & pids+=($!); else "${CMD[@]}"; fi
 done
+for pid in "${pids[@]}"; do wait "$pid" || { echo "a table failed: see runs/logs/*-tables.log" >&2; exit 1; }; done

@@ -318,8 +318,9 @@ def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, An
             if metric in part and pd.api.types.is_numeric_dtype(part[metric]) and part[metric].notna().any():
                 row[f"{metric}_mean"], row[f"{metric}_std"] = part[metric].mean(), part[metric].std()
         if paired is not None and label != "none":
-            others = {ref: ref for ref in REFERENCES}
-            others["control"] = f"T-control:{label}"
+            # a method against the base, SFT and its own temperature control; a control against the base
+            control = label.startswith("T-control:")
+            others = {"none": "none"} if control else {**{ref: ref for ref in REFERENCES}, "control": f"T-control:{label}"}
             for name, other in others.items():
                 if other == label or not ((df["label"] == other) & (df["variant"] == variant)).any():
                     continue
