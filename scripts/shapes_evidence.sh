@@ -93,7 +93,8 @@ if [ "$JOBS" -gt 1 ]; then
   mkdir -p runs/logs runs/jobs
   START=$SECONDS
   declare -A PID_OF  # job name -> pid (each job its own process group, so a deadline can stop it)
-  launch() { setsid "${CMD[@]}" >"runs/logs/$1.log" 2>&1 & PID_OF[$1]=$!; }
+  SETSID=$(command -v setsid || true)
+  launch() { $SETSID "${CMD[@]}" >"runs/logs/$1.log" 2>&1 & PID_OF[$1]=$!; }
   for s in "${SWEEPS[@]}"; do sweep_cmd "$s" "runs/jobs/temperature-${s%%:*}"; launch "temperature-${s%%:*}"; done
   for l in "${LABS[@]}"; do
     for method in ${METHODS//,/ }; do

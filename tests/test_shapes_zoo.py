@@ -115,7 +115,9 @@ def test_quick_build_writes_every_file_and_a_complete_manifest(quick_zoos):
     manifest = json.loads((root / MANIFEST).read_text())
     assert sorted(manifest["files"]) == sorted(FILES.values())
     assert manifest["seed"] == 3 and manifest["quick"] is True
-    assert set(manifest["losses"]) == {"vq", "c2i", "t2i", "featnet", "c2i-small", "rewardnet"}
+    assert set(manifest["losses"]) == {"vq", "c2i", "t2i", "featnet", "c2i-small", "c2i-small-ls", "rewardnet"}
+    assert manifest["models"]["c2i-small"]["label_smoothing"] == 0.0
+    assert manifest["models"]["c2i-small-ls"]["label_smoothing"] == 0.1
     assert all(isinstance(v, float) for stage in manifest["losses"].values() for v in stage.values())
     assert len(manifest["data"]["sha256"]) == 64
     gates = manifest["quality"]["gates"]
@@ -213,10 +215,13 @@ def test_reward_network_is_not_the_evaluation_network(quick_zoos):
 
 
 def test_small_base_and_head_scale(quick_zoos):
-    """shapes-c2i-small loads its own GPT; head_scale divides the logits exactly."""
+    """shapes-c2i-small and -ls load their own GPTs; head_scale divides the logits exactly."""
     root, _ = quick_zoos
     small = load_generator("shapes-c2i-small", zoo_dir=str(root))
     assert small.family == "shapes-c2i-small" and small.policy.config.dim == QUICK_SMALL_DIM
+    smoothed = load_generator("shapes-c2i-small-ls", zoo_dir=str(root))
+    assert smoothed.family == "shapes-c2i-small-ls" and smoothed.policy.config.dim == QUICK_SMALL_DIM
+    assert any(not torch.equal(a, b) for a, b in zip(small.policy.parameters(), smoothed.policy.parameters()))
     plain = load_generator("shapes-c2i", zoo_dir=str(root))
     scaled = load_generator("shapes-c2i", zoo_dir=str(root), head_scale=1.25)
     tokens = plain.sample([0, 3], seeds=[1, 2], recipe=plain.default_recipe)
@@ -225,3 +230,27 @@ def test_small_base_and_head_scale(quick_zoos):
         ratio = plain.teacher_forced_logits(tokens, cond) / scaled.teacher_forced_logits(tokens, cond)
     assert torch.allclose(ratio, torch.full_like(ratio, 1.25), rtol=1e-4)
     assert scaled.describe()["head_scale"] == 1.25
+
+
+def test_label_smoothing_leaves_the_gpt_over_dispersed():
+    """The mechanism of shapes-c2i-small-ls: from the same initialisation and batches, a GPT trained
+    with label smoothing 0.1 puts more mass off the data's tokens (higher predictive entropy) than
+    the one trained by maximum likelihood, so sampling it at T=1 draws too many off-mode tokens."""
+    from vapi_bench.plugins.llamagen.gpt import GPT, GPTConfig
+    from vapi_bench.plugins.shapes.zoo_train import OptimConfig, train_gpt
+
+    cfg = GPTConfig(dim=16, n_layer=1, n_head=2, multiple_of=16, model_type="c2i", num_classes=2, vocab_size=16,
+                    block_size=9, class_dropout_prob=0.0)
+    tokens = torch.arange(9).repeat(4, 1)  # one deterministic sequence per row
+    labels = torch.zeros(4, dtype=torch.long)
+    entropies = []
+    for smoothing in (0.0, 0.1):
+        torch.manual_seed(0)
+        gpt = GPT(cfg)
+        train_gpt(gpt, tokens, lambda rows: labels[rows], OptimConfig(steps=60, batch_size=4, lr=1e-2, warmup=2), 0,
+                  bf16=False, label_smoothing=smoothing)
+        with torch.no_grad():
+            probs = gpt(labels, tokens).float().softmax(-1)
+        entropies.append(float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()))
+    plain, smoothed = entropies
+    assert smoothed > plain + 0.2
