@@ -9,10 +9,11 @@
 #      temperature (the control); paired bootstrap CIs vs none / sft / the control
 #      -> <results>/lab-<model>-shapes-fid{,-seeds,-validation}.csv and leaderboard rows.
 #   3. (--full) the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts.
-# Without --full: shapes-c2i, sft and va-pi, no CFG (a 2-core budget). --full: every registered
-# method, with and without CFG, on the three c2i bases (shapes-c2i, shapes-c2i-small-ls,
-# shapes-c2i-small) and on shapes-t2i (hours on one CPU core; minutes on one GPU with
-# --device cuda --jobs 16).
+#   2b. the same protocol on a wide grid (recipe lr x 1, 10, 100) -> <results>/wide-lr/.
+# Without --full: what results/ holds, no CFG (a 2-core budget): the three c2i bases' temperature
+# sweeps; shapes-c2i with sft and va-pi; shapes-c2i-small-ls (the base with headroom) with every
+# method, and on the wide grid with va-pi, sft, cca and ar-grpo. --full: every method, with and without CFG, on shapes-c2i, shapes-c2i-small-ls,
+# shapes-t2i and shapes-c2i-small (hours on one CPU core).
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
 # --jobs N, each (base, method) is tuned in its own process (N at a time, logs in runs/logs/),
 # then one `lab tune` per base with every method rebuilds the tables from the cached stages.
@@ -50,16 +51,19 @@ PY=$(dirname "$VB")/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON=(--batch-size 250 --runs-dir runs --device "$DEVICE" --precision "$PRECISION")
 CI=(--ci-reps 200)
-METHODS=sft,va-pi
+ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca
 CFG=(--set task.cfg=without)
-LABS=(shapes-c2i:shapes-fid)
-SWEEPS=("shapes-c2i:1.0,0.95,0.9")
+# the committed results: which methods each lab ran (the 2-core budget of the session that ran them)
+declare -A LAB_METHODS=([shapes-c2i:shapes-fid]=sft,va-pi [shapes-c2i-small-ls:shapes-fid]=$ALL
+                        [shapes-c2i-small-ls:shapes-fid:wide]=va-pi,sft,cca,ar-grpo)
+LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide)
+SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7")
 if [ "$FULL" = 1 ]; then
-  METHODS=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca
   CFG=()
   # in priority order: the zoo base, the base with headroom, the t2i world, the under-capacity base
-  LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-t2i:shapes-geneval shapes-c2i-small:shapes-fid)
-  SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7")
+  LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
+        shapes-t2i:shapes-geneval shapes-c2i-small:shapes-fid)
+  for l in "${LABS[@]}"; do LAB_METHODS[$l]=$ALL; done
   # the second and third c2i bases: build them when the zoo does not have them yet
   for kind in c2i-small c2i-small-ls; do
     "$PY" -c "import json,sys; sys.exit('$kind' not in json.load(open('plugins/shapes/zoo/manifest.json'))['models'])" \
@@ -75,11 +79,14 @@ fi
 # 8 images per prompt (1,464 test images, 448 on validation) cost about what one shapes-fid
 # n=1000 run costs with and without CFG (2,000 images): on one CPU thread ~0.086 s per t2i image
 # (CFG sampling + detector) against ~0.07 s per c2i image (sampling without and with CFG + features).
-lab_cmd() {  # -> CMD
-  local model=${1%%:*} task=${1#*:} size
+lab_cmd() {  # (model:task[:wide], methods, results-dir) -> CMD
+  local model=${1%%:*} rest=${1#*:} task size grid=() out=$3
+  task=${rest%%:*}
   if [ "$task" = shapes-fid ]; then size=(--set task.n=1000 "${CFG[@]}"); else size=(--set task.images_per_prompt=8); fi
-  CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" --seeds 0,1,2 "${CI[@]}" "${size[@]}" "${COMMON[@]}"
-       "${EXTRA[@]}" --results-dir "$3")
+  # ':wide': the same protocol on the grid recipe lr x 1, 10, 100, its tables in <results>/wide-lr/
+  if [ "$rest" != "$task" ]; then grid=(--lr-factors 1,10,100); out=$3/wide-lr; fi
+  CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" --seeds 0,1,2 "${grid[@]}" "${CI[@]}" "${size[@]}"
+       "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$out")
 }
 sweep_cmd() {  # -> CMD
   CMD=($VB lab temperature -m "${1%%:*}" --temperatures "${1#*:}" --set task.cfg=without --set task.n=1000
@@ -87,7 +94,7 @@ sweep_cmd() {  # -> CMD
 }
 # which methods of a lab the final tables include: all of them, or with --jobs those whose job finished
 declare -A DONE
-for l in "${LABS[@]}"; do DONE[$l]=$METHODS; done
+for l in "${LABS[@]}"; do DONE[$l]=${LAB_METHODS[$l]}; done
 
 if [ "$JOBS" -gt 1 ]; then
   mkdir -p runs/logs runs/jobs
@@ -97,18 +104,20 @@ if [ "$JOBS" -gt 1 ]; then
   launch() { $SETSID "${CMD[@]}" >"runs/logs/$1.log" 2>&1 & PID_OF[$1]=$!; }
   for s in "${SWEEPS[@]}"; do sweep_cmd "$s" "runs/jobs/temperature-${s%%:*}"; launch "temperature-${s%%:*}"; done
   for l in "${LABS[@]}"; do
-    for method in ${METHODS//,/ }; do
+    methods=${LAB_METHODS[$l]}
+    for method in ${methods//,/ }; do
       while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ] && [ $((SECONDS - START)) -lt "$DEADLINE" ]; do sleep 1; done
       [ $((SECONDS - START)) -lt "$DEADLINE" ] || break 2
-      lab_cmd "$l" "$method" "runs/jobs/${l/:/-}-${method//:/-}"; launch "${l/:/-}-${method//:/-}"
+      lab_cmd "$l" "$method" "runs/jobs/${l//:/-}-${method//:/-}"; launch "${l//:/-}-${method//:/-}"
     done
   done
   while [ -n "$(jobs -rp)" ] && [ $((SECONDS - START)) -lt "$DEADLINE" ]; do sleep 1; done
   for name in "${!PID_OF[@]}"; do kill -- -"${PID_OF[$name]}" 2>/dev/null; done
   for l in "${LABS[@]}"; do
     done_methods=()
-    for method in ${METHODS//,/ }; do
-      name="${l/:/-}-${method//:/-}"
+    methods=${LAB_METHODS[$l]}
+    for method in ${methods//,/ }; do
+      name="${l//:/-}-${method//:/-}"
       if [ -n "${PID_OF[$name]:-}" ] && wait "${PID_OF[$name]}"; then done_methods+=("$method")
       else echo "$l $method: not finished (see runs/logs/$name.log); left out of the tables" >&2; fi
     done
@@ -123,6 +132,6 @@ pids=()
 for l in "${LABS[@]}"; do
   [ -n "${DONE[$l]}" ] || continue
   lab_cmd "$l" "${DONE[$l]}" "$RESULTS"
-  if [ "$JOBS" -gt 1 ]; then "${CMD[@]}" > "runs/logs/${l/:/-}-tables.log" 2>&1 & pids+=($!); else "${CMD[@]}"; fi
+  if [ "$JOBS" -gt 1 ]; then "${CMD[@]}" > "runs/logs/${l//:/-}-tables.log" 2>&1 & pids+=($!); else "${CMD[@]}"; fi
 done
 for pid in "${pids[@]}"; do wait "$pid" || { echo "a table failed: see runs/logs/*-tables.log" >&2; exit 1; }; done
