@@ -1,5 +1,5 @@
-"""The shapes world's generators, `shapes-c2i`, `shapes-c2i-small` and `shapes-t2i`: tiny LlamaGen
-models from the zoo.
+"""The shapes world's generators, `shapes-c2i`, `shapes-c2i-small`, `shapes-c2i-small-ls` and
+`shapes-t2i`: tiny LlamaGen models from the zoo.
 
 They are `LlamaGenGenerator`s built from the zoo's VQ and GPT files, so sampling, teacher forcing,
 fine-tuning and checkpointing run through exactly the code that serves the real LlamaGen models;
@@ -116,7 +116,7 @@ def build_shapes_generator(
 
 
 def entries() -> list[Entry]:
-    """Registry entries of shapes-c2i and shapes-t2i."""
+    """Registry entries of every shapes model (MODELS)."""
 
     def factory_for(name: str):
         def factory(*, checkpoint: str | None = None, device: torch.device | str = "cpu", **params: Any):
