@@ -8,12 +8,13 @@
 #      and scored on the TEST reference; the base sampled at each method's entropy-matched
 #      temperature (the control); paired bootstrap CIs vs none / sft / the control
 #      -> <results>/lab-<model>-shapes-fid{,-seeds,-validation}.csv and leaderboard rows.
+#   2b. the same protocol on a wide grid (recipe lr x 1, 10, 100) -> <results>/wide-lr/;
 #   3. (--full) the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts.
-#   2b. the same protocol on a wide grid (recipe lr x 1, 10, 100) -> <results>/wide-lr/.
 # Without --full: what results/ holds, no CFG (a 2-core budget): the three c2i bases' temperature
 # sweeps; shapes-c2i with sft and va-pi; shapes-c2i-small-ls (the base with headroom) with every
-# method, and on the wide grid with va-pi, sft, cca and ar-grpo. --full: every method, with and without CFG, on shapes-c2i, shapes-c2i-small-ls,
-# shapes-t2i and shapes-c2i-small (hours on one CPU core).
+# method, and on the wide grid with va-pi, sft, cca and ar-grpo.
+# --full: every method, with and without CFG, on shapes-c2i, shapes-c2i-small-ls, shapes-t2i and
+# shapes-c2i-small (hours on one CPU core).
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
 # --jobs N, each (base, method) is tuned in its own process (N at a time, logs in runs/logs/),
 # then one `lab tune` per base with every method rebuilds the tables from the cached stages.
