@@ -147,12 +147,13 @@ def test_lab_tune_on_shapes_t2i_geneval_chooses_on_val_prompts_and_reports_paire
     shapes-captions' held-out split, and delta_overall_* with bootstrap CIs."""
     monkeypatch.setenv("VAPI_BENCH_CACHE", str(tmp_path / "cache"))
     runs, res = tmp_path / "runs", tmp_path / "res"
+    tune_args = ["lab", "tune", "-m", "shapes-t2i", "-t", "shapes-geneval", "--methods", "sft", "--seeds", "0",
+                 "--set", "task.tags=counting,colors", "--set", "task.prompts_per_tag=2",
+                 "--set", "task.images_per_prompt=2", "--set", "method.steps=2", "--set", "method.batch_size=2",
+                 "--set", "method.micro_batch=2", "--lr-center", "3e-3", "--control-n", "8", "--ci-reps", "20",
+                 "--runs-dir", str(runs), "--results-dir", str(res)]
     with pytest.raises(SystemExit) as info:
-        main(["lab", "tune", "-m", "shapes-t2i", "-t", "shapes-geneval", "--methods", "sft", "--seeds", "0",
-              "--set", "task.tags=counting,colors", "--set", "task.prompts_per_tag=2",
-              "--set", "task.images_per_prompt=2", "--set", "method.steps=2", "--set", "method.batch_size=2",
-              "--set", "method.micro_batch=2", "--lr-center", "3e-3", "--control-n", "8", "--ci-reps", "20",
-              "--runs-dir", str(runs), "--results-dir", str(res)])
+        main(tune_args)
         raise SystemExit(0)
     assert info.value.code == 0
     validation = pd.read_csv(res / "lab-shapes-t2i-shapes-geneval-validation.csv")
@@ -190,11 +191,7 @@ def test_lab_tune_on_shapes_t2i_geneval_chooses_on_val_prompts_and_reports_paire
         record = json.loads(path.read_text())
         path.write_text(json.dumps({**record, "ci_low": record["ci_low"] - 1.0}))
     with pytest.raises(SystemExit) as again:
-        main(["lab", "tune", "-m", "shapes-t2i", "-t", "shapes-geneval", "--methods", "sft", "--seeds", "0",
-              "--set", "task.tags=counting,colors", "--set", "task.prompts_per_tag=2",
-              "--set", "task.images_per_prompt=2", "--set", "method.steps=2", "--set", "method.batch_size=2",
-              "--set", "method.micro_batch=2", "--lr-center", "3e-3", "--control-n", "8", "--ci-reps", "20",
-              "--runs-dir", str(runs), "--results-dir", str(res)])
+        main(tune_args)
         raise SystemExit(0)
     assert again.value.code == 0
     second = pd.read_csv(res / "lab-shapes-t2i-shapes-geneval.csv").set_index("label")
