@@ -2,9 +2,9 @@
 
 `lab tune` is the fair protocol (lab_tune.py, lab_report.py): the same lr grid, steps and images
 for every method, chosen on a validation reference, then 3 seeds on the test reference, with the
-temperature control and paired confidence intervals. `lab compare` runs several methods x seeds through the ordinary runner (every row lands on the
-task's leaderboard) and, with --curve-steps, re-runs the tuned methods at intermediate step
-budgets to draw the metric-against-step plot. `lab ablate` reproduces the paper's ablations:
+temperature control and paired confidence intervals. `lab compare` runs several methods x seeds
+through the ordinary runner (every row lands on the task's leaderboard) and, with --curve-steps,
+re-runs the tuned methods at intermediate step budgets to draw the metric-against-step plot. `lab ablate` reproduces the paper's ablations:
 reward composition (Table 4), regulariser weight and CE vs KL (Fig. 4), context noise ξ (Table 5).
 Every ablation row is appended to results/ablations-<task>.csv with its setting.
 """

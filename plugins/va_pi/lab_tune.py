@@ -1,8 +1,9 @@
 """The fair-lab protocol behind `vapi-bench lab tune`: the same tries for every method.
 
 Every method (and every Table 4 variant of VA-π) gets the same learning-rate grid factors around
-its recipe's lr (for the shapes world one lr for every method, recipes.post_training_lr), the same steps and images; each grid point is trained once on the tune seed
-and scored on a VALIDATION setting of the task (shapes-fid: reference_split=val, a reference set
+its recipe's lr (on the shapes world one lr for every method, recipes.post_training_lr), the same
+steps and images; each grid point is trained once on the tune seed and scored on a VALIDATION
+setting of the task (shapes-fid: reference_split=val, a reference set
 disjoint from the test one). The best grid point is then trained with every test seed and scored
 on the test setting; those rows go to the leaderboard with the chosen lr and the grid. No method
 gets more tries than another, and the test reference never chooses anything.
