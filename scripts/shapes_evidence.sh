@@ -9,12 +9,12 @@
 #      temperature (the control); paired bootstrap CIs vs none / sft / the control
 #      -> <results>/lab-<model>-shapes-fid{,-seeds,-validation}.csv and leaderboard rows.
 #   2b. the same protocol on a wide grid (recipe lr x 1, 10, 100) -> <results>/wide-lr/;
-#   3. (--full) the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts.
+#   3. the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts.
 # Without --full: what results/ holds (a 2-core budget): the three c2i bases' temperature
-# sweeps; shapes-c2i with sft and va-pi, no CFG; shapes-c2i-small-ls (the base with headroom)
-# with every method, and on the wide grid with va-pi, sft, cca and ar-grpo, with and without CFG.
-# --full: every method, with and without CFG, on shapes-c2i, shapes-c2i-small-ls, shapes-t2i and
-# shapes-c2i-small (hours on one CPU core).
+# sweeps; every method on shapes-c2i and on shapes-c2i-small-ls (the base with headroom), each
+# sampled without and with CFG; the wide grid with va-pi and sft on shapes-c2i, and with va-pi,
+# sft, cca and ar-grpo on shapes-c2i-small-ls; the t2i lab with sft, va-pi, cca and ar-grpo.
+# --full: every method on every lab, and the lab on shapes-c2i-small (hours on one CPU core).
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
 # --jobs N, each (base, method) is tuned in its own process (N at a time, logs in runs/logs/),
 # then one `lab tune` per base with every method rebuilds the tables from the cached stages.
@@ -53,18 +53,17 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON=(--batch-size 250 --runs-dir runs --device "$DEVICE" --precision "$PRECISION")
 CI=(--ci-reps 200)
 ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca
-# the committed shapes-c2i lab (an earlier session) is without CFG only; every other lab has both variants
-declare -A NO_CFG=([shapes-c2i:shapes-fid]=1)
-# the committed results: which methods each lab ran (the 2-core budget of the session that ran them)
-declare -A LAB_METHODS=([shapes-c2i:shapes-fid]=sft,va-pi [shapes-c2i-small-ls:shapes-fid]=$ALL
-                        [shapes-c2i-small-ls:shapes-fid:wide]=va-pi,sft,cca,ar-grpo)
-LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide)
+# the committed results: which methods each lab ran (the 2-core budget of the sessions that ran them)
+declare -A LAB_METHODS=([shapes-c2i:shapes-fid]=$ALL [shapes-c2i:shapes-fid:wide]=va-pi,sft
+                        [shapes-c2i-small-ls:shapes-fid]=$ALL
+                        [shapes-c2i-small-ls:shapes-fid:wide]=va-pi,sft,cca,ar-grpo
+                        [shapes-t2i:shapes-geneval]=sft,va-pi,cca,ar-grpo)
+LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
+      shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide)
 SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7")
 if [ "$FULL" = 1 ]; then
-  NO_CFG=()
-  # in priority order: the zoo base, the base with headroom, the t2i world, the under-capacity base
-  LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
-        shapes-t2i:shapes-geneval shapes-c2i-small:shapes-fid)
+  # the under-capacity base (no headroom) last
+  LABS+=(shapes-c2i-small:shapes-fid)
   for l in "${LABS[@]}"; do LAB_METHODS[$l]=$ALL; done
   # the second and third c2i bases: build them when the zoo does not have them yet
   for kind in c2i-small c2i-small-ls; do
@@ -85,7 +84,6 @@ lab_cmd() {  # (model:task[:wide], methods, results-dir) -> CMD
   local model=${1%%:*} rest=${1#*:} task size grid=() out=$3
   task=${rest%%:*}
   if [ "$task" = shapes-fid ]; then size=(--set task.n=1000); else size=(--set task.images_per_prompt=8); fi
-  [ -z "${NO_CFG[$1]:-}" ] || size+=(--set task.cfg=without)
   # ':wide': the same protocol on the grid recipe lr x 1, 10, 100, its tables in <results>/wide-lr/
   if [ "$rest" != "$task" ]; then grid=(--lr-factors 1,10,100); out=$3/wide-lr; fi
   CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" --seeds 0,1,2 "${grid[@]}" "${CI[@]}" "${size[@]}"
