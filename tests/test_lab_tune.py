@@ -15,7 +15,7 @@ from vapi_bench.plugins.shapes.zoo_train import lr_at
 from vapi_bench.plugins.va_pi.lab_tune import choose, lr_grid, parse_lab_method
 from vapi_bench.plugins.va_pi.recipes import FAMILY_RECIPES
 from vapi_bench.plugins.va_pi.significance import fid_statistic, mean_statistic, paired_bootstrap
-from vapi_bench.plugins.va_pi.temperature import entropy_at, matching_temperature
+from vapi_bench.plugins.va_pi.temperature import PolicyStats, cached_policy_stats, entropy_at, matching_temperature
 
 
 # ---- the lr rule ----------------------------------------------------------------------------------
@@ -151,6 +151,26 @@ def test_matching_temperature_recovers_the_temperature_of_an_entropy():
         assert abs(matching_temperature(logits, entropy_at(logits, t)) - t) < 1e-3
     with pytest.raises(UsageError, match="outside"):
         matching_temperature(logits, math.log(32) + 1)
+
+
+def test_policy_stats_are_computed_once_per_stage_and_held_out_set(tmp_path):
+    """A lab table rebuilt from cached stages reads each policy's entropy from its finetune stage
+    instead of teacher-forcing it again; another held-out set computes its own."""
+    calls = []
+
+    def compute(value: float):
+        def run() -> PolicyStats:
+            calls.append(value)
+            return PolicyStats(heldout_ce=value, entropy=value / 2)
+        return run
+
+    first = cached_policy_stats(tmp_path, "aaaa", compute(1.25))
+    again = cached_policy_stats(tmp_path, "aaaa", compute(9.0))
+    other = cached_policy_stats(tmp_path, "bbbb", compute(3.0))
+    assert first == again == PolicyStats(heldout_ce=1.25, entropy=0.625)
+    assert other == PolicyStats(heldout_ce=3.0, entropy=1.5)
+    assert calls == [1.25, 3.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy-stats-aaaa.json", "policy-stats-bbbb.json"]
 
 
 def test_temperature_sweep_writes_one_row_per_temperature_and_seed(tmp_path):

@@ -185,9 +185,12 @@ def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], tes
     temperature with that entropy, and the base sampled there on every test seed. Every grid point
     of the validation table gets its entropy and matched temperature too (how far each lr moved
     the policy)."""
-    from .temperature import entropy_at, matching_temperature, policy_stats, teacher_forced_logits
+    from .temperature import cached_policy_stats, entropy_at, matching_temperature, policy_stats, teacher_forced_logits
 
     images, conditions = _heldout(setup, base)
+    heldout_key = stable_hash({"dataset": base.default_dataset, "split": "test", "n": setup.control_n,
+                               "image_size": base.image_size, "model": _model_params(setup.overrides),
+                               "device": next(base.policy.parameters()).device.type})
     base_logits, base_tokens = teacher_forced_logits(base, images, conditions)
     from .objective import teacher_forced_ce
 
@@ -199,10 +202,14 @@ def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], tes
     def annotate(rows: list[dict[str, Any]], label: str) -> list[Any]:
         stats = []
         for run_id in dict.fromkeys(r["run_id"] for r in rows if r["label"] == label):
-            weights = setup.runs_dir / "finetune" / _run_record(setup.runs_dir, run_id)["stage_keys"]["finetune"] / "weights"
-            tuned = _generator(setup)
-            tuned.load_finetuned(weights)
-            stats.append((run_id, policy_stats(tuned, images, conditions)))
+            stage = setup.runs_dir / "finetune" / _run_record(setup.runs_dir, run_id)["stage_keys"]["finetune"]
+
+            def compute(weights: Path = stage / "weights") -> Any:
+                tuned = _generator(setup)
+                tuned.load_finetuned(weights)
+                return policy_stats(tuned, images, conditions)
+
+            stats.append((run_id, cached_policy_stats(stage, heldout_key, compute)))
         for row in rows:
             for run_id, s in stats:
                 if row["run_id"] == run_id:

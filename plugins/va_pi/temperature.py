@@ -7,8 +7,10 @@ samples the base there: a method beats the control only if it does more than sha
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -50,6 +52,21 @@ def policy_stats(generator: Generator, images: torch.Tensor, conditions: Sequenc
     """Held-out cross-entropy of the true tokens and mean next-token entropy at temperature 1."""
     logits, tokens = teacher_forced_logits(generator, images, conditions)
     return PolicyStats(heldout_ce=float(teacher_forced_ce(logits, tokens)), entropy=entropy_at(logits))
+
+
+def cached_policy_stats(stage_dir: Path, heldout_key: str, compute: Callable[[], PolicyStats]) -> PolicyStats:
+    """A fine-tuned policy's PolicyStats, kept next to its weights in the finetune stage directory
+    (policy-stats-<heldout_key>.json): the weights of a stage never change, so rebuilding a lab
+    table does not teacher-force every policy again. heldout_key names the held-out set and the
+    settings that computed the statistics; another key computes (and keeps) its own."""
+    from vapi_bench.store import atomic_write_json
+
+    path = Path(stage_dir) / f"policy-stats-{heldout_key}.json"
+    if path.exists():
+        return PolicyStats(**json.loads(path.read_text()))
+    stats = compute()
+    atomic_write_json(path, asdict(stats))
+    return stats
 
 
 def matching_temperature(base_logits: torch.Tensor, target_entropy: float, low: float = 0.05, high: float = 5.0,
