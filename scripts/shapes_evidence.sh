@@ -13,7 +13,7 @@
 # Without --full: what results/ holds (a 2-core budget): the three c2i bases' temperature
 # sweeps; every method on shapes-c2i and on shapes-c2i-small-ls (the base with headroom), each
 # sampled without and with CFG; the wide grid with va-pi and sft on shapes-c2i, and with va-pi,
-# sft, cca and ar-grpo on shapes-c2i-small-ls; the t2i lab with sft, va-pi, cca and ar-grpo.
+# sft, cca and ar-grpo on shapes-c2i-small-ls; the t2i lab with every method.
 # --full: every method on every lab, and the lab on shapes-c2i-small (hours on one CPU core).
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
 # --jobs N, each (base, method) is tuned in its own process (N at a time, logs in runs/logs/),
@@ -57,7 +57,7 @@ ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grp
 declare -A LAB_METHODS=([shapes-c2i:shapes-fid]=$ALL [shapes-c2i:shapes-fid:wide]=va-pi,sft
                         [shapes-c2i-small-ls:shapes-fid]=$ALL
                         [shapes-c2i-small-ls:shapes-fid:wide]=va-pi,sft,cca,ar-grpo
-                        [shapes-t2i:shapes-geneval]=sft,va-pi,cca,ar-grpo)
+                        [shapes-t2i:shapes-geneval]=$ALL)
 LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
       shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide)
 SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7")
