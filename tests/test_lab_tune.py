@@ -15,7 +15,9 @@ from vapi_bench.plugins.shapes.zoo_train import lr_at
 from vapi_bench.plugins.va_pi.lab_tune import choose, lr_grid, parse_lab_method
 from vapi_bench.plugins.va_pi.recipes import FAMILY_RECIPES
 from vapi_bench.plugins.va_pi.significance import fid_statistic, mean_statistic, paired_bootstrap
-from vapi_bench.plugins.va_pi.temperature import PolicyStats, cached_policy_stats, entropy_at, matching_temperature
+from vapi_bench.plugins.va_pi import temperature
+from vapi_bench.plugins.va_pi.temperature import (PolicyStats, TemperatureCurve, cached_policy_stats, entropy_at,
+                                                 matching_temperature)
 
 
 # ---- the lr rule ----------------------------------------------------------------------------------
@@ -151,6 +153,23 @@ def test_matching_temperature_recovers_the_temperature_of_an_entropy():
         assert abs(matching_temperature(logits, entropy_at(logits, t)) - t) < 1e-3
     with pytest.raises(UsageError, match="outside"):
         matching_temperature(logits, math.log(32) + 1)
+
+
+def test_a_temperature_curve_matches_many_entropies_exactly_as_one_bisection_each(monkeypatch):
+    """A lab table matches every run against one base: the shared curve must give each target the
+    very temperature a fresh bisection gives, while evaluating far fewer entropies."""
+    torch.manual_seed(1)
+    logits = torch.randn(40, 8, 32) * 2
+    targets = [entropy_at(logits, t) for t in (0.97, 0.98, 0.99, 1.0, 1.01, 1.05)]
+    fresh = [matching_temperature(logits, h) for h in targets]
+    calls = []
+    real = temperature.entropy_at
+    monkeypatch.setattr(temperature, "entropy_at", lambda z, t=1.0: calls.append(t) or real(z, t))
+    curve = TemperatureCurve(logits)
+    assert [curve.temperature_for(h) for h in targets] == fresh
+    assert curve.entropy(1.0) == entropy_at(logits)
+    per_bisection = 2 + math.ceil(math.log2((5.0 - 0.05) / 1e-4))
+    assert len(calls) < 0.6 * per_bisection * len(targets)
 
 
 def test_policy_stats_are_computed_once_per_stage_and_held_out_set(tmp_path):

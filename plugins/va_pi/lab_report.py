@@ -185,16 +185,17 @@ def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], tes
     temperature with that entropy, and the base sampled there on every test seed. Every grid point
     of the validation table gets its entropy and matched temperature too (how far each lr moved
     the policy)."""
-    from .temperature import cached_policy_stats, entropy_at, matching_temperature, policy_stats, teacher_forced_logits
+    from .temperature import TemperatureCurve, cached_policy_stats, policy_stats, teacher_forced_logits
 
     images, conditions = _heldout(setup, base)
     heldout_key = stable_hash({"dataset": base.default_dataset, "split": "test", "n": setup.control_n,
                                "image_size": base.image_size, "model": _model_params(setup.overrides),
                                "device": next(base.policy.parameters()).device.type})
     base_logits, base_tokens = teacher_forced_logits(base, images, conditions)
+    curve = TemperatureCurve(base_logits)
     from .objective import teacher_forced_ce
 
-    base_stats = {"entropy": entropy_at(base_logits), "heldout_ce": float(teacher_forced_ce(base_logits, base_tokens))}
+    base_stats = {"entropy": curve.entropy(1.0), "heldout_ce": float(teacher_forced_ce(base_logits, base_tokens))}
     for row in test_rows + validation_rows:
         if row["label"] == "none":
             row.update(base_stats)
@@ -210,11 +211,12 @@ def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], tes
                 return policy_stats(tuned, images, conditions)
 
             stats.append((run_id, cached_policy_stats(stage, heldout_key, compute)))
+        matched = {run_id: round(curve.temperature_for(s.entropy), 3) for run_id, s in stats}
         for row in rows:
             for run_id, s in stats:
                 if row["run_id"] == run_id:
                     row["entropy"], row["heldout_ce"] = s.entropy, s.heldout_ce
-                    row["matched_temperature"] = round(matching_temperature(base_logits, s.entropy), 3)
+                    row["matched_temperature"] = matched[run_id]
         return stats
 
     out = []
@@ -222,7 +224,7 @@ def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], tes
         annotate(validation_rows, lab.label)
         stats = annotate(test_rows, lab.label)
         entropy = float(np.mean([s.entropy for _, s in stats]))
-        temperature = round(matching_temperature(base_logits, entropy), 2)
+        temperature = round(curve.temperature_for(entropy), 2)
         console.print(f"{lab.label}: teacher-forced entropy {entropy:.4f} = base at T={temperature:g}")
         if temperature == 1.0:
             continue  # the base itself is the control (to two decimals)

@@ -69,22 +69,47 @@ def cached_policy_stats(stage_dir: Path, heldout_key: str, compute: Callable[[],
     return stats
 
 
+class TemperatureCurve:
+    """The base policy's mean teacher-forced entropy as a function of the sampling temperature, and
+    its inverse by bisection (the entropy of softmax(z / T) increases with T).
+
+    A lab table matches one temperature per fine-tuned run against the same base logits; every
+    bisection starts from the same bracket, so the targets near T = 1 share their first midpoints.
+    The curve keeps the logits in float64 once and remembers every entropy it has evaluated, which
+    makes the later matches a few passes each instead of ~18, with the very same result."""
+
+    def __init__(self, base_logits: torch.Tensor, low: float = 0.05, high: float = 5.0, tol: float = 1e-4):
+        self._logits = base_logits.double()
+        self.low, self.high, self.tol = low, high, tol
+        self._seen: dict[float, float] = {}
+
+    def entropy(self, temperature: float) -> float:
+        if temperature not in self._seen:
+            self._seen[temperature] = entropy_at(self._logits, temperature)
+        return self._seen[temperature]
+
+    def temperature_for(self, target_entropy: float) -> float:
+        """The temperature T at which the base's mean entropy equals target_entropy (to tol).
+        Raises UsageError when the target lies outside the entropies reachable in [low, high]."""
+        low, high = self.low, self.high
+        lo_h, hi_h = self.entropy(low), self.entropy(high)
+        if not lo_h <= target_entropy <= hi_h:
+            raise UsageError(f"temperature control: entropy {target_entropy:.4f} is outside what the base reaches "
+                             f"for T in [{low}, {high}] ({lo_h:.4f} .. {hi_h:.4f}).")
+        while high - low > self.tol:
+            mid = 0.5 * (low + high)
+            if self.entropy(mid) < target_entropy:
+                low = mid
+            else:
+                high = mid
+        return 0.5 * (low + high)
+
+
 def matching_temperature(base_logits: torch.Tensor, target_entropy: float, low: float = 0.05, high: float = 5.0,
                          tol: float = 1e-4) -> float:
-    """The temperature T at which the base logits' mean entropy equals target_entropy (bisection:
-    the entropy of softmax(z / T) increases with T). Raises UsageError when the target lies outside
-    the entropies reachable in [low, high]."""
-    lo_h, hi_h = entropy_at(base_logits, low), entropy_at(base_logits, high)
-    if not lo_h <= target_entropy <= hi_h:
-        raise UsageError(f"temperature control: entropy {target_entropy:.4f} is outside what the base reaches for "
-                         f"T in [{low}, {high}] ({lo_h:.4f} .. {hi_h:.4f}).")
-    while high - low > tol:
-        mid = 0.5 * (low + high)
-        if entropy_at(base_logits, mid) < target_entropy:
-            low = mid
-        else:
-            high = mid
-    return 0.5 * (low + high)
+    """The temperature T at which the base logits' mean entropy equals target_entropy (one match;
+    a table of them uses one TemperatureCurve)."""
+    return TemperatureCurve(base_logits, low, high, tol).temperature_for(target_entropy)
 
 
 def heldout_set(dataset: Any, n: int) -> tuple[torch.Tensor, list[Any]]:
