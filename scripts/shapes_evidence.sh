@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shapes lab committed under results/ (issue 15):
 #   1. headroom: each c2i base sampled without CFG at temperatures below 1
-#      -> <results>/temperature-<model>-shapes-fid.csv;
+#      -> <results>/temperature-<model>-shapes-fid.csv; shapes-t2i sampled as its lab samples it
+#      (CFG 2, 8 images per test prompt) -> <results>/temperature-shapes-t2i-shapes-geneval.csv;
 #   2. the fair lab on each base: every method gets the same lr grid (recipe lr x 1/3, 1, 3; the
 #      recipe lr is the zoo's final pre-training lr / 100), the same 60 steps x 16 images; the
 #      grid point with the best no-CFG FID on the VALIDATION reference is run with seeds 0, 1, 2
@@ -9,11 +10,14 @@
 #      temperature (the control); paired bootstrap CIs vs none / sft / the control
 #      -> <results>/lab-<model>-shapes-fid{,-seeds,-validation}.csv and leaderboard rows.
 #   2b. the same protocol on a wide grid (recipe lr x 1, 10, 100) -> <results>/wide-lr/;
+#   2c. the synthetic control: shapes-c2i with its output head divided by 1.2 (model.head_scale),
+#      its temperature sweep and the wide grid -> <results>/head-scale/;
 #   3. the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts.
-# Without --full: what results/ holds (a 2-core budget): the three c2i bases' temperature
-# sweeps; every method on shapes-c2i and on shapes-c2i-small-ls (the base with headroom), each
+# Without --full: what results/ holds (a 2-core budget): the temperature sweeps of the three
+# c2i bases, the head-scaled control and shapes-t2i; every method on shapes-c2i and on shapes-c2i-small-ls (the base with headroom), each
 # sampled without and with CFG; the wide grid with va-pi and sft on shapes-c2i, and with va-pi,
-# sft, cca and ar-grpo on shapes-c2i-small-ls; the t2i lab with every method.
+# sft, cca and ar-grpo on shapes-c2i-small-ls; the head-scaled control with every method but
+# post-train-tokenizer and ste on the wide grid; the t2i lab with every method.
 # --full: every method on every lab, and the lab on shapes-c2i-small (hours on one CPU core).
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
 # --jobs N, each (base, method) is tuned in its own process (N at a time, logs in runs/logs/),
@@ -57,10 +61,15 @@ ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grp
 declare -A LAB_METHODS=([shapes-c2i:shapes-fid]=$ALL [shapes-c2i:shapes-fid:wide]=va-pi,sft
                         [shapes-c2i-small-ls:shapes-fid]=$ALL
                         [shapes-c2i-small-ls:shapes-fid:wide]=va-pi,sft,cca,ar-grpo
-                        [shapes-t2i:shapes-geneval]=$ALL)
+                        [shapes-t2i:shapes-geneval]=$ALL
+                        [shapes-c2i:shapes-fid:head]=ar-grpo,va-pi,sft,va-pi:reward-only,va-pi:prior-only,cca)
 LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
-      shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide)
-SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7")
+      shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide shapes-c2i:shapes-fid:head)
+# model[@head]:temperatures (@head: the head-scaled control, its sweep in <results>/head-scale/;
+# shapes-t2i: on shapes-geneval with CFG 2, as its lab samples)
+SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7"
+        "shapes-c2i@head:1.0,0.9,0.8,0.7" "shapes-t2i:1.0,0.9,0.8")
+HEAD=(--set model.head_scale=1.2)
 if [ "$FULL" = 1 ]; then
   # the under-capacity base (no headroom) last
   LABS+=(shapes-c2i-small:shapes-fid)
@@ -80,18 +89,26 @@ fi
 # 8 images per prompt (1,464 test images, 448 on validation) cost about what one shapes-fid
 # n=1000 run costs with and without CFG (2,000 images): on one CPU thread ~0.086 s per t2i image
 # (CFG sampling + detector) against ~0.07 s per c2i image (sampling without and with CFG + features).
-lab_cmd() {  # (model:task[:wide], methods, results-dir) -> CMD
-  local model=${1%%:*} rest=${1#*:} task size grid=() out=$3
+lab_cmd() {  # (model:task[:wide|:head], methods, results-dir) -> CMD
+  local model=${1%%:*} rest=${1#*:} task size grid=() head=() out=$3
   task=${rest%%:*}
   if [ "$task" = shapes-fid ]; then size=(--set task.n=1000); else size=(--set task.images_per_prompt=8); fi
-  # ':wide': the same protocol on the grid recipe lr x 1, 10, 100, its tables in <results>/wide-lr/
-  if [ "$rest" != "$task" ]; then grid=(--lr-factors 1,10,100); out=$3/wide-lr; fi
+  # ':wide': the same protocol on the grid recipe lr x 1, 10, 100, its tables in <results>/wide-lr/;
+  # ':head': that grid on the head-scaled model, its tables in <results>/head-scale/
+  case "${rest#"$task"}" in
+    :wide) grid=(--lr-factors 1,10,100); out=$3/wide-lr ;;
+    :head) grid=(--lr-factors 1,10,100); head=("${HEAD[@]}"); out=$3/head-scale ;;
+  esac
   CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" --seeds 0,1,2 "${grid[@]}" "${CI[@]}" "${size[@]}"
-       "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$out")
+       "${head[@]}" "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$out")
 }
-sweep_cmd() {  # -> CMD
-  CMD=($VB lab temperature -m "${1%%:*}" --temperatures "${1#*:}" --set task.cfg=without --set task.n=1000
-       "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$2")
+sweep_cmd() {  # (model[@head]:temperatures, results-dir) -> CMD
+  local model=${1%%:*} head=() out=$2
+  if [ "$model" != "${model%@head}" ]; then model=${model%@head}; head=("${HEAD[@]}"); out=$2/head-scale; fi
+  local task=(--set task.cfg=without --set task.n=1000)
+  [ "$model" = shapes-t2i ] && task=(-t shapes-geneval --set task.images_per_prompt=8)
+  CMD=($VB lab temperature -m "$model" --temperatures "${1#*:}" "${task[@]}"
+       "${head[@]}" "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$out")
 }
 # which methods of a lab the final tables include: all of them, or with --jobs those whose job finished
 declare -A DONE

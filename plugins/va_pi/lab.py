@@ -244,6 +244,10 @@ def temperature_sweep(
     Writes <results-dir>/temperature-<model>-<task>.csv (appending; one row per temperature x seed x variant)."""
     results_dir = results_dir or default_results_dir(runs_dir)
     overrides = baseline_overrides(_parse_sets(set_))
+    from .lab_report import load_task_of
+
+    declared = load_task_of(task, overrides).validation
+    metric = declared.metric if declared else "fid"  # the task's own headline (GenEval: overall)
     rows: list[dict[str, Any]] = []
     for seed in map(int, _split(seeds)):
         for temperature in _split(temperatures):
@@ -251,6 +255,6 @@ def temperature_sweep(
                        results_dir, device, leaderboard=False, batch_size=batch_size, precision=precision)
             rows += [{**r, "sweep_temperature": float(temperature)} for r in got]
             console.print(f"{model} T={temperature} seed {seed}: "
-                          + ", ".join(f"{r['variant']} {k}={r[k]:.4g}" for r in got for k in ("fid",) if k in r))
+                          + ", ".join(f"{r['variant']} {metric}={r[metric]:.4g}" for r in got if metric in r))
     append_rows(results_dir / f"temperature-{model}-{task}.csv", rows)
     console.print(f"appended {len(rows)} rows to {results_dir / f'temperature-{model}-{task}.csv'}")
