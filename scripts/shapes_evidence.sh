@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the shapes lab committed under results/ (issue 15):
 #   1. headroom: each c2i base sampled without CFG at temperatures below 1
-#      -> <results>/temperature-<model>-shapes-fid.csv; shapes-t2i sampled as its lab samples it
-#      (CFG 2, 8 images per test prompt) -> <results>/temperature-shapes-t2i-shapes-geneval.csv;
+#      -> <results>/temperature-<model>-shapes-fid.csv; shapes-t2i and shapes-t2i-ls sampled as
+#      the t2i lab samples (CFG 2, 8 images per test prompt) -> <results>/temperature-<model>-shapes-geneval.csv;
 #   2. the fair lab on each base: every method gets the same lr grid (recipe lr x 1/3, 1, 3; the
 #      recipe lr is the zoo's final pre-training lr / 100), the same 60 steps x 16 images; the
 #      grid point with the best no-CFG FID on the VALIDATION reference is run with seeds 0, 1, 2
@@ -12,12 +12,14 @@
 #   2b. the same protocol on a wide grid (recipe lr x 1, 10, 100) -> <results>/wide-lr/;
 #   2c. the synthetic control: shapes-c2i with its output head divided by 1.2 (model.head_scale),
 #      its temperature sweep and the wide grid -> <results>/head-scale/;
-#   3. the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts.
+#   3. the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts; the same on the
+#      smoothed t2i base (shapes-t2i-ls, its headroom) on the wide grid -> <results>/wide-lr/.
 # Without --full: what results/ holds (a 2-core budget): the temperature sweeps of the three
-# c2i bases, the head-scaled control and shapes-t2i; every method on shapes-c2i and on shapes-c2i-small-ls (the base with headroom), each
+# c2i bases, the head-scaled control, shapes-t2i and shapes-t2i-ls; every method on shapes-c2i and on shapes-c2i-small-ls (the base with headroom), each
 # sampled without and with CFG; the wide grid with va-pi and sft on shapes-c2i, and with va-pi,
 # sft, cca and ar-grpo on shapes-c2i-small-ls; the head-scaled control with every method but
-# post-train-tokenizer and ste on the wide grid; the t2i lab with every method.
+# post-train-tokenizer and ste on the wide grid; the t2i lab with every method; va-pi, sft and cca
+# on shapes-t2i-ls's wide grid.
 # --full: every method on every lab, and the lab on shapes-c2i-small (hours on one CPU core).
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
 # --jobs N, each (base, method) is tuned in its own process (N at a time, logs in runs/logs/),
@@ -62,20 +64,22 @@ declare -A LAB_METHODS=([shapes-c2i:shapes-fid]=$ALL [shapes-c2i:shapes-fid:wide
                         [shapes-c2i-small-ls:shapes-fid]=$ALL
                         [shapes-c2i-small-ls:shapes-fid:wide]=va-pi,sft,cca,ar-grpo
                         [shapes-t2i:shapes-geneval]=$ALL
-                        [shapes-c2i:shapes-fid:head]=ar-grpo,va-pi,sft,va-pi:reward-only,va-pi:prior-only,cca)
+                        [shapes-c2i:shapes-fid:head]=ar-grpo,va-pi,sft,va-pi:reward-only,va-pi:prior-only,cca
+                        [shapes-t2i-ls:shapes-geneval:wide]=va-pi,sft,cca)
 LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
-      shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide shapes-c2i:shapes-fid:head)
+      shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide shapes-c2i:shapes-fid:head
+      shapes-t2i-ls:shapes-geneval:wide)
 # model[@head]:temperatures (@head: the head-scaled control, its sweep in <results>/head-scale/;
-# shapes-t2i: on shapes-geneval with CFG 2, as its lab samples)
+# shapes-t2i and shapes-t2i-ls: on shapes-geneval with CFG 2, as the t2i lab samples)
 SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7"
-        "shapes-c2i@head:1.0,0.9,0.8,0.7" "shapes-t2i:1.0,0.9,0.8")
+        "shapes-c2i@head:1.0,0.9,0.8,0.7" "shapes-t2i:1.0,0.9,0.8" "shapes-t2i-ls:1.0,0.9,0.8,0.7")
 HEAD=(--set model.head_scale=1.2)
 if [ "$FULL" = 1 ]; then
   # the under-capacity base (no headroom) last
   LABS+=(shapes-c2i-small:shapes-fid)
   for l in "${LABS[@]}"; do LAB_METHODS[$l]=$ALL; done
-  # the second and third c2i bases: build them when the zoo does not have them yet
-  for kind in c2i-small c2i-small-ls; do
+  # the second and third c2i bases and the smoothed t2i base: build them when the zoo lacks them
+  for kind in c2i-small c2i-small-ls t2i-ls; do
     "$PY" -c "import json,sys; sys.exit('$kind' not in json.load(open('plugins/shapes/zoo/manifest.json'))['models'])" \
       || $VB zoo build --only $kind --threads "$OMP_NUM_THREADS"
   done
@@ -106,7 +110,7 @@ sweep_cmd() {  # (model[@head]:temperatures, results-dir) -> CMD
   local model=${1%%:*} head=() out=$2
   if [ "$model" != "${model%@head}" ]; then model=${model%@head}; head=("${HEAD[@]}"); out=$2/head-scale; fi
   local task=(--set task.cfg=without --set task.n=1000)
-  [ "$model" = shapes-t2i ] && task=(-t shapes-geneval --set task.images_per_prompt=8)
+  [ "$model" != "${model#shapes-t2i}" ] && task=(-t shapes-geneval --set task.images_per_prompt=8)
   CMD=($VB lab temperature -m "$model" --temperatures "${1#*:}" "${task[@]}"
        "${head[@]}" "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$out")
 }

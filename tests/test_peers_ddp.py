@@ -66,6 +66,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, sharding: str = "ddp
             state = _run("ar-grpo", resumed, sharding=sharding)
             if rank == 0:
                 torch.save(state, Path(out_dir) / "ar-grpo-resumed.pt")
+        distributed.barrier()  # both ranks done before either tears gloo down (as in test_vapi_ddp)
     finally:
         distributed.destroy_process_group()
 

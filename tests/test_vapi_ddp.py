@@ -46,6 +46,9 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, sharding: str = 
         assert not distributed.is_sharded(policy.parameters()), "the generator must get its plain policy back"
         if rank == 0:
             torch.save(policy.state_dict(), Path(out_dir) / "final.pt")
+        # both ranks done before either tears gloo down: a rank that left early once aborted its
+        # peer ("terminate called without an active exception") in a loaded CI run
+        distributed.barrier()
     finally:
         distributed.destroy_process_group()
 

@@ -1,5 +1,5 @@
-"""The shapes world's generators, `shapes-c2i`, `shapes-c2i-small`, `shapes-c2i-small-ls` and
-`shapes-t2i`: tiny LlamaGen models from the zoo.
+"""The shapes world's generators, `shapes-c2i`, `shapes-c2i-small`, `shapes-c2i-small-ls`,
+`shapes-t2i` and `shapes-t2i-ls`: tiny LlamaGen models from the zoo.
 
 They are `LlamaGenGenerator`s built from the zoo's VQ and GPT files, so sampling, teacher forcing,
 fine-tuning and checkpointing run through exactly the code that serves the real LlamaGen models;
@@ -28,6 +28,7 @@ DEFAULT_RECIPES: dict[str, SamplingRecipe] = {
     "t2i": SamplingRecipe(cfg_scale=2.0),
     "c2i-small": SamplingRecipe(cfg_scale=2.0),
     "c2i-small-ls": SamplingRecipe(cfg_scale=2.0),
+    "t2i-ls": SamplingRecipe(cfg_scale=2.0),
 }
 
 
@@ -40,7 +41,7 @@ CLASS_PROMPT = "a photo of a {}"
 @dataclass(frozen=True)
 class ShapesModel:
     name: str
-    kind: str  # "c2i" | "t2i"
+    kind: str  # the zoo file (FILES): "c2i", "t2i", "c2i-small", ...
     default_dataset: str
     summary: str
 
@@ -58,6 +59,9 @@ MODELS: dict[str, ShapesModel] = {
                     "like LlamaGen sampled without CFG; the lab's base with temperature headroom (zoo weights)"),
         ShapesModel("shapes-t2i", "t2i", "shapes-captions",
                     "tiny LlamaGen text-to-image GPT + VQ on shapes captions (word encoder, 32 px, zoo weights)"),
+        ShapesModel("shapes-t2i-ls", "t2i-ls", "shapes-captions",
+                    "shapes-t2i's GPT trained with label smoothing 0.1 (same initialisation, warm start and "
+                    "batches): an over-dispersed t2i base (zoo weights; `zoo build --only t2i-ls` adds it)"),
     )
 }
 
@@ -100,14 +104,15 @@ def build_shapes_generator(
         extra["head_scale"] = head_scale
     if checkpoint:
         extra["checkpoint"] = str(checkpoint)  # its digest is the core's (runner: checkpoint_sha256)
-    text_encoder = word_encoder(manifest) if model.kind == "t2i" else None
+    text = model.kind.startswith("t2i")
+    text_encoder = word_encoder(manifest) if text else None
     if text_encoder is not None:
         extra["text_encoder"] = text_encoder.describe()["kind"]
     generator = LlamaGenGenerator(
         gpt, vq, name=model.name, image_size=manifest["config"]["image_size"], text_encoder=text_encoder,
         default_recipe=DEFAULT_RECIPES[model.kind], default_dataset=model.default_dataset,
         family=model.name, device=device, describe_extra=extra, precision=precision,
-        class_names=CLASS_NAMES if model.kind != "t2i" else (), class_prompt=CLASS_PROMPT,
+        class_names=() if text else CLASS_NAMES, class_prompt=CLASS_PROMPT,
     )
     # the runner's default sampling batch (results do not depend on it): a tiny model spends a batch of
     # 16 mostly in per-token Python overhead; 96 images took 2.2 CPU-s at batch 96 against 3.8 at 16

@@ -207,17 +207,12 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
     save_module(out / FILES["c2i"], c2i)
 
     encoder = ShapesWordEncoder(max_words=cfg.max_words)
-    t2i_tokens, t2i_captions = caption_tokens, sets.captions
-    if cfg.t2i_class_captions:
-        t2i_tokens = torch.cat([caption_tokens, class_tokens])
-        t2i_captions = sets.captions + class_captions(sets.class_labels.tolist())
-    captions = CaptionConditions(encoder, t2i_captions)
-    t2i_cfg = GPTConfig(**cfg.gpt, model_type="t2i", caption_dim=encoder.feature_dim,
-                        cls_token_num=encoder.num_tokens, vocab_size=vq_cfg.codebook_size, block_size=side * side)
-    t2i, t2i_losses = _train_gpt_stage(stages, "train t2i GPT", t2i_cfg, t2i_tokens, captions,
-                                       cfg.t2i_optim, cfg.bf16, derive_seed(seed, 0, "zoo/t2i"),
-                                       warm_start=c2i if cfg.t2i_from_c2i else None)
-    save_module(out / FILES["t2i"], t2i)
+    t2i_tokens, captions = t2i_training_set(cfg, encoder, sets, class_tokens, caption_tokens)
+    t2i = {"models": {}, "losses": {}}
+    for kind in T2I_GPTS:
+        part = train_t2i(cfg, seed, stages, out, kind, encoder, captions, t2i_tokens, c2i, vq_cfg.codebook_size, side)
+        t2i["models"].update(part["models"])
+        t2i["losses"].update(part["losses"])
 
     c2i_small = {"models": {}, "losses": {}}
     for kind in SMALL_GPTS:
@@ -244,9 +239,7 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
         "models": {
             "vq": {"config": {**vq_cfg.__dict__, "ch_mult": list(vq_cfg.ch_mult)}},
             "c2i": {"config": c2i_cfg.as_dict()},
-            "t2i": {"config": t2i_cfg.as_dict(), "text_encoder": encoder.describe(),
-                    "warm_start": "c2i" if cfg.t2i_from_c2i else None},
-            **c2i_small["models"], **reward["models"],
+            **t2i["models"], **c2i_small["models"], **reward["models"],
         },
         "data": {
             "sha256": sets.sha256,
@@ -258,7 +251,7 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
         "losses": {
             "vq": vq_losses,
             "c2i": c2i_losses,
-            "t2i": t2i_losses,
+            **t2i["losses"],
             "featnet": {"loss": sum(tail) / len(tail)} if tail else {},
             **c2i_small["losses"], **reward["losses"],
         },
@@ -267,6 +260,39 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
 
 #: the under-capacity c2i GPTs: one trained by maximum likelihood, one with label smoothing
 SMALL_GPTS = ("c2i-small", "c2i-small-ls")
+#: the t2i GPTs: `shapes-t2i`, and `shapes-t2i-ls` trained the same way with label smoothing
+T2I_GPTS = ("t2i", "t2i-ls")
+
+
+def t2i_training_set(cfg: ZooConfig, encoder: ShapesWordEncoder, sets: TrainingSets, class_tokens: torch.Tensor,
+                     caption_tokens: torch.Tensor) -> tuple[torch.Tensor, CaptionConditions]:
+    """The t2i GPTs' tokens and captions: the caption set, plus the class images captioned
+    (`class_captions`) when the config says so."""
+    tokens, texts = caption_tokens, sets.captions
+    if cfg.t2i_class_captions:
+        tokens = torch.cat([caption_tokens, class_tokens])
+        texts = sets.captions + class_captions(sets.class_labels.tolist())
+    return tokens, CaptionConditions(encoder, texts)
+
+
+def train_t2i(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, kind: str, encoder: ShapesWordEncoder,
+              captions: CaptionConditions, tokens: torch.Tensor, c2i: GPT, vocab_size: int,
+              side: int) -> dict[str, Any]:
+    """A t2i GPT warm-started from the c2i GPT (`shapes-t2i`, or with label smoothing
+    `shapes-t2i-ls`: the same initialisation, warm start and batches, only the targets differ);
+    returns its manifest models / losses entries."""
+    smoothing = cfg.t2i_ls_label_smoothing if kind == "t2i-ls" else 0.0
+    t2i_cfg = GPTConfig(**cfg.gpt, model_type="t2i", caption_dim=encoder.feature_dim,
+                        cls_token_num=encoder.num_tokens, vocab_size=vocab_size, block_size=side * side)
+    gpt, losses = _train_gpt_stage(stages, f"train {kind} GPT", t2i_cfg, tokens, captions, cfg.t2i_optim,
+                                   cfg.bf16, derive_seed(seed, 0, "zoo/t2i"),
+                                   warm_start=c2i if cfg.t2i_from_c2i else None, label_smoothing=smoothing)
+    save_module(out / FILES[kind], gpt)
+    record: dict[str, Any] = {"config": t2i_cfg.as_dict(), "text_encoder": encoder.describe(),
+                              "warm_start": "c2i" if cfg.t2i_from_c2i else None}
+    if kind == "t2i-ls":  # kept out of `t2i`'s record, so the shipped t2i's manifest entry is unchanged
+        record.update(label_smoothing=smoothing, bf16_autocast=cfg.bf16 and cpu_has_native_bf16())
+    return {"models": {kind: record}, "losses": {kind: losses}}
 
 
 def train_c2i_small(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, vocab_size: int, side: int,
@@ -308,7 +334,7 @@ def train_reward_net(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> d
 
 
 #: stages `zoo build --only` can (re)build into an existing zoo, leaving its other files alone
-EXTRA_STAGES = ("reward-net", *SMALL_GPTS)
+EXTRA_STAGES = ("reward-net", *SMALL_GPTS, "t2i-ls")
 
 
 def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | None = None,
@@ -333,7 +359,7 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
         if only == "reward-net":
             part = train_reward_net(cfg, seed, stages, staging)
         else:
-            from .zoo_files import load_vq
+            from .zoo_files import load_gpt, load_vq, word_encoder
 
             with stages.stage("render data", cfg.n_class_images + cfg.n_caption_images) as step:
                 sets = render_sets(cfg, seed, step)
@@ -341,16 +367,28 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
                 raise ValueError(f"zoo build --only {only}: the rendered training data differ from the zoo's "
                                  "(another renderer or config); rebuild the whole zoo.")
             vq = load_vq(root, manifest)
-            with stages.stage("tokenize", len(sets.class_images)) as step:
-                tokens = encode_dataset(vq, sets.class_images, on_batch=step)
-            part = train_c2i_small(cfg, seed, stages, staging, vq.config.codebook_size,
-                                   vq.grid_size(cfg.image_size), tokens, sets.class_labels, only)
+            side = vq.grid_size(cfg.image_size)
+            if only == "t2i-ls":
+                with stages.stage("tokenize", len(sets.class_images) + len(sets.caption_images)) as step:
+                    tokens = encode_dataset(vq, sets.class_images, on_batch=step)
+                    caption_tokens = encode_dataset(vq, sets.caption_images, on_batch=step)
+                encoder = word_encoder(manifest)
+                t2i_tokens, captions = t2i_training_set(cfg, encoder, sets, tokens, caption_tokens)
+                part = train_t2i(cfg, seed, stages, staging, only, encoder, captions, t2i_tokens,
+                                 load_gpt(root, manifest, "c2i"), vq.config.codebook_size, side)
+            else:
+                with stages.stage("tokenize", len(sets.class_images)) as step:
+                    tokens = encode_dataset(vq, sets.class_images, on_batch=step)
+                part = train_c2i_small(cfg, seed, stages, staging, vq.config.codebook_size, side, tokens,
+                                       sets.class_labels, only)
         manifest["files"][rebuilt] = file_record(staging / rebuilt)
         manifest["models"].update(part["models"])
         manifest["losses"].update(part["losses"])
         manifest["config"] = {**manifest["config"], **{k: v for k, v in cfg.as_dict().items()
-                                                       if k.startswith(("rewardnet", "c2i_small"))}}
-        manifest.setdefault("build", {}).setdefault("wall_seconds", {}).update(stages.walls)
+                                                       if k.startswith(("rewardnet", "c2i_small", "t2i_ls"))}}
+        # only the new model's training time: rendering and tokenizing here are the full build's steps again
+        manifest.setdefault("build", {}).setdefault("wall_seconds", {}).update(
+            {k: v for k, v in stages.walls.items() if k.startswith("train ")})
         total = sum(r["bytes"] for r in manifest["files"].values())
         if total > MAX_TOTAL_BYTES:
             raise ValueError(f"the zoo would weigh {total} bytes, over the {MAX_TOTAL_BYTES} bytes the repository allows.")

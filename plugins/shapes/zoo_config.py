@@ -57,6 +57,9 @@ class ZooConfig:
     ))
     c2i_small_optim: OptimConfig = OptimConfig(steps=2000, batch_size=32, lr=6e-3, warmup=30)
     c2i_small_ls_label_smoothing: float = 0.1
+    # `shapes-t2i-ls`: the t2i GPT's recipe (same initialisation, warm start and batches) with label
+    # smoothing, because `shapes-t2i` gains nothing from temperatures below 1 (README)
+    t2i_ls_label_smoothing: float = 0.1
     # quality figures: held-out reconstructions, c2i samples per class, t2i samples per prompt
     n_recon_eval: int = 300
     c2i_samples_per_class: int = 10

@@ -35,11 +35,12 @@ FILES: dict[str, str] = {
     "featnet": "featnet.safetensors",
     "c2i-small": "c2i-small.safetensors",
     "c2i-small-ls": "c2i-small-ls.safetensors",
+    "t2i-ls": "t2i-ls.safetensors",
     "rewardnet": "rewardnet.safetensors",
 }
 #: the repository ships the zoo; it must stay small
 MAX_TOTAL_BYTES = 20 * 1024 * 1024
-GPT_KINDS = ("c2i", "t2i", "c2i-small", "c2i-small-ls")
+GPT_KINDS = ("c2i", "t2i", "c2i-small", "c2i-small-ls", "t2i-ls")
 
 
 def zoo_dir_or_default(zoo_dir: str | Path | None) -> Path:

@@ -63,6 +63,7 @@ FAMILY_RECIPES: dict[str, dict[str, Any]] = {
 # the under-capacity c2i base: the same recipe, its lr from its own pre-training schedule
 FAMILY_RECIPES["shapes-c2i-small"] = {**FAMILY_RECIPES["shapes-c2i"], "lr": _shapes_lr("c2i_small_optim")}
 FAMILY_RECIPES["shapes-c2i-small-ls"] = dict(FAMILY_RECIPES["shapes-c2i-small"])  # same pre-training schedule
+FAMILY_RECIPES["shapes-t2i-ls"] = dict(FAMILY_RECIPES["shapes-t2i"])  # the t2i GPT's schedule, smoothed targets
 
 
 def families() -> list[Family]:
@@ -204,6 +205,7 @@ CCA_RECIPES: dict[str, dict[str, Any]] = {
 for _table in (AR_GRPO_RECIPES, CCA_RECIPES):
     _table["shapes-c2i-small"] = {**_table["shapes-c2i"], "lr": _shapes_lr("c2i_small_optim")}
     _table["shapes-c2i-small-ls"] = dict(_table["shapes-c2i-small"])
+    _table["shapes-t2i-ls"] = dict(_table["shapes-t2i"])
 #: CCA's λ per LlamaGen size (README: B / L / XL / XXL / 3B)
 CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llamagen-xl": 1000.0,
                                 "llamagen-xxl": 1000.0, "llamagen-3b": 500.0}
