@@ -13,7 +13,8 @@
 #   2c. the synthetic control: shapes-c2i with its output head divided by 1.2 (model.head_scale),
 #      its temperature sweep and the wide grid -> <results>/head-scale/;
 #   3. the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts; the same on the
-#      smoothed t2i base (shapes-t2i-ls, its headroom) on the wide grid -> <results>/wide-lr/.
+#      smoothed t2i base (shapes-t2i-ls, its headroom) on the wide grid -> <results>/wide-lr/, and
+#      va-pi there without context noise (ξ = 0, seed 0) -> <results>/wide-lr/xi0/.
 # Without --full: what results/ holds (a 2-core budget): the temperature sweeps of the three
 # c2i bases, the head-scaled control, shapes-t2i and shapes-t2i-ls; every method on shapes-c2i and on shapes-c2i-small-ls (the base with headroom), each
 # sampled without and with CFG; the wide grid with va-pi and sft on shapes-c2i, and with va-pi,
@@ -157,3 +158,7 @@ for l in "${LABS[@]}"; do
   if [ "$JOBS" -gt 1 ]; then "${CMD[@]}" > "runs/logs/${l//:/-}-tables.log" 2>&1 & pids+=($!); else "${CMD[@]}"; fi
 done
 for pid in "${pids[@]}"; do wait "$pid" || { echo "a table failed: see runs/logs/*-tables.log" >&2; exit 1; }; done
+# why VA-π raises a t2i policy's entropy (README): shapes-t2i-ls's wide grid again with the
+# context noise off (ξ = 0 instead of the t2i recipe's 0.5), seed 0 -> <results>/wide-lr/xi0/
+$VB lab tune -m shapes-t2i-ls -t shapes-geneval --methods va-pi --seeds 0 --lr-factors 1,10,100 "${CI[@]}" \
+  --set task.images_per_prompt=8 --set method.xi=0 "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$RESULTS/wide-lr/xi0"
