@@ -2,7 +2,8 @@
 # Reproduce the shapes lab committed under results/ (issue 15):
 #   1. headroom: each c2i base sampled without CFG at temperatures below 1
 #      -> <results>/temperature-<model>-shapes-fid.csv; shapes-t2i and shapes-t2i-ls sampled as
-#      the t2i lab samples (CFG 2, 8 images per test prompt) -> <results>/temperature-<model>-shapes-geneval.csv;
+#      the t2i lab samples (CFG 2, 8 images per test prompt)
+#      -> <results>/temperature-<model>-shapes-geneval.csv;
 #   2. the fair lab on each base: every method gets the same lr grid (recipe lr x 1/3, 1, 3; the
 #      recipe lr is the zoo's final pre-training lr / 100), the same 60 steps x 16 images; the
 #      grid point with the best no-CFG FID on the VALIDATION reference is run with seeds 0, 1, 2
@@ -16,9 +17,10 @@
 #      smoothed t2i base (shapes-t2i-ls, its headroom) on the wide grid -> <results>/wide-lr/, and
 #      va-pi there without context noise (ξ = 0, seed 0) -> <results>/wide-lr/xi0/.
 # Without --full: what results/ holds (a 2-core budget): the temperature sweeps of the three
-# c2i bases, the head-scaled control, shapes-t2i and shapes-t2i-ls; every method on shapes-c2i and on shapes-c2i-small-ls (the base with headroom), each
-# sampled without and with CFG; the wide grid with va-pi and sft on shapes-c2i, and with va-pi,
-# sft, cca and ar-grpo on shapes-c2i-small-ls; the head-scaled control with every method but
+# c2i bases, the head-scaled control, shapes-t2i and shapes-t2i-ls; every method on shapes-c2i
+# and on shapes-c2i-small-ls (the base with headroom), each sampled without and with CFG; the
+# wide grid with va-pi and sft on shapes-c2i, and with va-pi, sft, cca and ar-grpo on
+# shapes-c2i-small-ls; the head-scaled control with every method but
 # post-train-tokenizer and ste on the wide grid; the t2i lab with every method; va-pi, sft and cca
 # on shapes-t2i-ls's wide grid.
 # --full: every method on every lab, and the lab on shapes-c2i-small (hours on one CPU core).
