@@ -1,6 +1,7 @@
 """The shapes world (entry point `shapes`): procedural data, the model zoo and its generators.
 
-Registers the generators `shapes-c2i` / `shapes-t2i` (tiny LlamaGen models from the zoo), the
+Registers the generators `shapes-c2i` / `shapes-t2i` and their variants (`shapes-c2i-small`,
+`shapes-c2i-small-ls`, `shapes-t2i-ls`; tiny LlamaGen models from the zoo), the
 datasets `shapes-c2i` / `shapes-captions`, the scorers `shapes-perceptual`, `shapes-class-prob` and
 `shapes-geneval` (the last two are verifiable rewards), and the `vapi-bench zoo` command group.
 Modules are imported inside the hooks, so importing the package stays cheap and a broken

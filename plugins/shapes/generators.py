@@ -104,7 +104,7 @@ def build_shapes_generator(
         extra["head_scale"] = head_scale
     if checkpoint:
         extra["checkpoint"] = str(checkpoint)  # its digest is the core's (runner: checkpoint_sha256)
-    text = model.kind.startswith("t2i")
+    text = gpt.config.model_type == "t2i"  # what the zoo trained it on, as LlamaGenGenerator reads it
     text_encoder = word_encoder(manifest) if text else None
     if text_encoder is not None:
         extra["text_encoder"] = text_encoder.describe()["kind"]

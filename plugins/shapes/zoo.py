@@ -1,10 +1,11 @@
 """`vapi-bench zoo build`: train the shapes world's models from scratch and write the zoo.
 
 Stages, each behind a progress bar: render the training sets; train the VQ tokenizer; tokenize
-the sets; train the c2i GPT and the t2i GPT on the tokens; train the feature network; measure the
-quality figures through the registered generators' own code path (a CFG sweep). Files are written
-to a staging folder inside the output directory and moved into place only once everything
-succeeded, manifest last, so an interrupted build never leaves a zoo whose files disagree.
+the sets; train the c2i GPT, the t2i GPTs (plain and label-smoothed) and the under-capacity c2i
+GPTs on the tokens; train the reward and feature networks; measure the quality figures through
+the registered generators' own code path (a CFG sweep). Files are written to a staging folder
+inside the output directory and moved into place only once everything succeeded, manifest last,
+so an interrupted build never leaves a zoo whose files disagree.
 
 Every random draw derives from the build seed, so two builds with the same seed on the same
 machine and thread count produce byte-identical weights.
@@ -178,7 +179,7 @@ def build_zoo(
 
 
 def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[str, Any]:
-    """Render the data and train the four models into `out`; returns the manifest's
+    """Render the data and train every zoo model into `out`; returns the manifest's
     models / data / losses sections."""
     with stages.stage("render data", cfg.n_class_images + cfg.n_caption_images) as step:
         sets = render_sets(cfg, seed, step)
