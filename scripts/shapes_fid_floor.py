@@ -20,8 +20,8 @@ from vapi_bench.imageio import to_uint8
 from vapi_bench.metrics import frechet_distance, gaussian_stats
 from vapi_bench.plugins.shapes.data import class_dataset
 from vapi_bench.plugins.shapes.features import DEFAULT_WEIGHTS, extract, load_feature_net
-from vapi_bench.plugins.shapes.zoo_files import load_vq, read_manifest, zoo_dir_or_default
-from vapi_bench.plugins.shapes.zoo_train import images_to_float
+from vapi_bench.plugins.shapes.zoo.files import load_vq, read_manifest, zoo_dir_or_default
+from vapi_bench.plugins.shapes.zoo.train import images_to_float
 from vapi_bench.store import write_csv
 from vapi_bench.tasks.shapes.reference import load_reference
 

@@ -22,8 +22,8 @@ import torch
 from vapi_bench import load_generator
 from vapi_bench.errors import CheckpointError
 from vapi_bench.plugins.shapes.data import class_dataset
-from vapi_bench.plugins.shapes.zoo_train import images_to_float
-from vapi_bench.plugins.va_pi.temperature import policy_stats
+from vapi_bench.plugins.shapes.zoo.train import images_to_float
+from vapi_bench.lab.temperature import policy_stats
 from vapi_bench.store import write_csv
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from vapi_bench.plugins.llamagen.gpt import GPT
-from vapi_bench.plugins.shapes.zoo import render_sets
-from vapi_bench.plugins.shapes.zoo_config import FULL
-from vapi_bench.plugins.shapes.zoo_files import gpt_config, load_vq, read_manifest, save_module, zoo_dir_or_default
-from vapi_bench.plugins.shapes.zoo_train import encode_dataset, train_gpt
+from vapi_bench.plugins.shapes.zoo.build import render_sets
+from vapi_bench.plugins.shapes.zoo.config import FULL
+from vapi_bench.plugins.shapes.zoo.files import gpt_config, load_vq, read_manifest, save_module, zoo_dir_or_default
+from vapi_bench.plugins.shapes.zoo.train import encode_dataset, train_gpt
 from vapi_bench.seeding import derive_seed
 
 

@@ -22,12 +22,10 @@ import torch
 from vapi_bench.interfaces import StageContext
 from vapi_bench.params import resolve_params
 from vapi_bench.plugins.va_pi.method import VAPI_PARAMS, VaPiStep
-from vapi_bench.plugins.va_pi.objective import teacher_forced_ce
-from vapi_bench.plugins.va_pi.pixel import build_pixel_objective
-from vapi_bench.plugins.va_pi.recipes import resolve
 from vapi_bench.registry import get_registry
 from vapi_bench.store import write_csv
-from vapi_bench.training import MetricMeter, load_batch, step_indices, training_dataset
+from vapi_bench.training import (MetricMeter, build_pixel_objective, load_batch, resolve_method_params, step_indices,
+                                 teacher_forced_ce, training_dataset)
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -69,7 +67,7 @@ def main() -> None:
     entry = registry.get("generators", args.model)
     generator = entry.factory(**resolve_params(entry.params, {}, where=args.model))
     ctx = StageContext(out_dir=Path("."), device=torch.device("cpu"), seed=0)
-    cfg = resolve(resolve_params(VAPI_PARAMS, {}, where="va-pi"), generator, ctx, where="va-pi")
+    cfg = resolve_method_params("va-pi", resolve_params(VAPI_PARAMS, {}, where="va-pi"), generator)
     data = training_dataset(None, cfg["dataset"], generator.image_size)
     objective = build_pixel_objective(cfg, ctx.device)
     rows = []

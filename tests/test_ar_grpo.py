@@ -17,8 +17,8 @@ from vapi_bench.params import resolve_params
 from vapi_bench.plugins.peers import ar_grpo
 from vapi_bench.plugins.peers.ar_grpo import AR_GRPO_PARAMS, ArGrpo, ArGrpoStep
 from vapi_bench.plugins.peers.rewards import RewardMix, parse_reward_spec
-from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, resolve_with_table
-from vapi_bench.plugins.va_pi.reference import FrozenReference
+from vapi_bench.plugins.peers.recipes import AR_GRPO_RECIPES
+from vapi_bench.training import FrozenReference, resolve_method_params
 from vapi_bench.training import MetricMeter, load_batch
 
 SMALL = dict(steps=2, batch_size=2, micro_batch=1, group_size=4, ckpt_every=1, precision="fp32", lr=1e-3,
@@ -45,7 +45,7 @@ def _ctx(tmp_path, records=None, **kw):
 
 def _cfg(gen, tmp_path, **overrides):
     params = resolve_params(AR_GRPO_PARAMS, {**SMALL, **overrides}, "ar-grpo")
-    return resolve_with_table(params, gen, _ctx(tmp_path), "ar-grpo", AR_GRPO_RECIPES)
+    return resolve_method_params("ar-grpo", params, gen)
 
 
 def _step(gen, tmp_path, reference=True, **overrides):

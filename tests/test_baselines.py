@@ -99,13 +99,12 @@ def test_ste_forward_is_the_hard_decode_and_backward_reaches_the_policy(tmp_path
 def test_baselines_share_the_va_pi_budget(tmp_path):
     """sft/ste/post-train-tokenizer resolve steps and images per step from the same recipe as va-pi."""
     generator = tiny_llamagen()
-    from vapi_bench.plugins.va_pi.recipes import resolve
+    from vapi_bench.training import resolve_method_params
 
-    ctx = _ctx(tmp_path)
     budgets = set()
     for name in ("va-pi", "sft", "post-train-tokenizer", "ste"):
         entry = vapi_bench.registry.get_registry().get("methods", name)
         values = vapi_bench.params.resolve_params(entry.params, {}, name)
-        resolved = resolve(values, generator, ctx, name)
+        resolved = resolve_method_params(name, values, generator)
         budgets.add((resolved["steps"], resolved["batch_size"], resolved["lr"]))
     assert budgets == {(100, 128, 1e-6)}

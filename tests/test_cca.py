@@ -15,9 +15,8 @@ from vapi_bench.params import resolve_params
 from vapi_bench.plugins.peers import cca as cca_module
 from vapi_bench.plugins.peers.cca import CCA_PARAMS, Cca, CcaStep
 from vapi_bench.plugins.peers.cca_objective import cca_loss, rolled
-from vapi_bench.plugins.va_pi.recipes import CCA_RECIPES, resolve_with_table
-from vapi_bench.plugins.va_pi.reference import FrozenReference
-from vapi_bench.training import Batch, MetricMeter, load_batch
+from vapi_bench.plugins.peers.recipes import CCA_RECIPES
+from vapi_bench.training import Batch, FrozenReference, MetricMeter, load_batch, resolve_method_params
 
 CPU = torch.device("cpu")
 SMALL = dict(steps=2, batch_size=4, micro_batch=2, ckpt_every=1, precision="fp32", lr=1e-3)
@@ -34,7 +33,7 @@ def _ctx(tmp_path, records=None, **kw):
 
 def _step(gen, tmp_path, **overrides):
     params = resolve_params(CCA_PARAMS, {**SMALL, "lam": 10.0, **overrides}, "cca")
-    cfg = resolve_with_table(params, gen, _ctx(tmp_path), "cca", CCA_RECIPES)
+    cfg = resolve_method_params("cca", params, gen)
     return CcaStep(gen, cfg, 0, FrozenReference(gen, False, CPU, "cca"))
 
 
@@ -175,7 +174,7 @@ def test_bad_settings_are_clear_errors(tmp_path):
             gen, RandomImages(), _ctx(tmp_path))
     stranger = tiny_llamagen(dropout=False, class_dropout_prob=0.1)
     stranger.family = "my-own-family"
-    with pytest.raises(UsageError, match=r"no recipe for model .* --set method.lr="):
+    with pytest.raises(UsageError, match=r"family 'my-own-family'.*cca: lr, weight_decay, steps.* --set lr=1e-05"):
         Cca(**resolve_params(CCA_PARAMS, {"batch_size": 2}, "cca")).finetune(stranger, RandomImages(), _ctx(tmp_path))
     with pytest.raises(UsageError, match="uncond_ratio"):
         cca_module._check({"uncond_ratio": 1.0, "beta": 0.02, "lam": 1.0, "sharding": "ddp"})

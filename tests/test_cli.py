@@ -23,7 +23,7 @@ def test_unknown_set_key_lists_valid_keys(capsys, tmp_path):
     code, text = _cli(capsys, "run", "-m", "fixture-palette", "-a", "fixture-sft", "-t", "fixture-colour",
                       "--set", "step=3", "--runs-dir", str(tmp_path))
     assert code == 2
-    assert "Unknown --set key 'step'" in text and "steps (int, default 4)" in text
+    assert "Unknown --set key 'step'" in text and "steps (int, default: the recipe's)" in text
 
 
 def test_bad_value_exits_2(capsys, tmp_path):

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from vapi_bench.cli import main
-from vapi_bench.plugins.va_pi.lab import ABLATIONS, baseline_overrides
+from vapi_bench.lab.commands import baseline_overrides
+from vapi_bench.registry import get_registry
 
 
 def test_compare_writes_rows_and_curve(tmp_path):
@@ -22,6 +23,8 @@ def test_compare_writes_rows_and_curve(tmp_path):
 
 
 def test_ablation_table_matches_the_paper_grid():
+    """VA-π declares the paper's ablations on its registry entry; `lab ablate` reads them there."""
+    ABLATIONS = get_registry().get("methods", "va-pi").ablations
     assert [label for label, _ in ABLATIONS["xi"]] == ["xi=0", "xi=0.25", "xi=0.5", "xi=0.75", "xi=0.95"]
     kl = dict(ABLATIONS["beta"])["KL beta=0.1"]
     assert kl == {"beta": "0", "use_kl": "true", "kl_coef": "0.1"}

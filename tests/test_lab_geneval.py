@@ -9,9 +9,9 @@ import pytest
 from vapi_bench.cli import main
 from vapi_bench.errors import DataError, UsageError
 from vapi_bench.params import keyed_params, resolve_params
-from vapi_bench.plugins.va_pi.lab_report import load_task_of
-from vapi_bench.plugins.va_pi.lab_tune import resolve_selection
-from vapi_bench.plugins.va_pi.significance import group_mean_statistic, mean_statistic, paired_bootstrap
+from vapi_bench.lab.protocol import resolve_selection
+from vapi_bench.lab.significance import group_mean_statistic, mean_statistic, paired_bootstrap
+from vapi_bench.lab.tune import load_task_of
 from vapi_bench.tasks.geneval.prompts import TAGS
 from vapi_bench.tasks.geneval.rules import summarize
 from vapi_bench.tasks.shapes.geneval_task import GENEVAL_PARAMS, ShapesGenEvalTask, scene_key, shapes_metadata

@@ -10,14 +10,16 @@ import torch
 from vapi_bench.cli import main
 from vapi_bench.errors import UsageError
 from vapi_bench.metrics import frechet_distance, gaussian_stats
-from vapi_bench.plugins.shapes.zoo_config import FULL
-from vapi_bench.plugins.shapes.zoo_train import lr_at
-from vapi_bench.plugins.va_pi.lab_tune import choose, lr_grid, parse_lab_method
-from vapi_bench.plugins.va_pi.recipes import FAMILY_RECIPES
-from vapi_bench.plugins.va_pi.significance import fid_statistic, mean_statistic, paired_bootstrap
-from vapi_bench.plugins.va_pi import temperature
-from vapi_bench.plugins.va_pi.temperature import (PolicyStats, TemperatureCurve, cached_policy_stats, entropy_at,
-                                                 matching_temperature)
+from vapi_bench.plugins.shapes.zoo.config import FULL
+from vapi_bench.plugins.shapes.zoo.train import lr_at
+from vapi_bench.lab import temperature
+from vapi_bench.lab.protocol import choose, lr_grid, parse_lab_method
+from vapi_bench.lab.significance import fid_statistic, mean_statistic, paired_bootstrap
+from vapi_bench.lab.temperature import (PolicyStats, TemperatureCurve, cached_policy_stats, entropy_at,
+                                        matching_temperature)
+from vapi_bench.plugins.shapes.families import family_defaults
+
+FAMILY_RECIPES = family_defaults()
 
 
 # ---- the lr rule ----------------------------------------------------------------------------------
@@ -40,7 +42,7 @@ def test_every_method_grid_is_centred_on_its_own_recipe_lr(method):
     the peers keep their own lr (AR-GRPO and CCA 1e-5, VA-pi 1e-6), each read from its own table."""
     from types import SimpleNamespace
 
-    from vapi_bench.plugins.va_pi.lab_report import recipe_lr
+    from vapi_bench.lab.tune import recipe_lr
 
     shapes = SimpleNamespace(name="shapes-c2i", family="shapes-c2i", conditioning="class")
     small = SimpleNamespace(name="shapes-c2i-small", family="shapes-c2i-small", conditioning="class")
@@ -56,7 +58,7 @@ def test_every_method_grid_is_centred_on_its_own_recipe_lr(method):
 def test_a_model_without_a_recipe_lr_asks_for_lr_center():
     from types import SimpleNamespace
 
-    from vapi_bench.plugins.va_pi.lab_report import recipe_lr
+    from vapi_bench.lab.tune import recipe_lr
 
     with pytest.raises(UsageError, match="--lr-center"):
         recipe_lr(SimpleNamespace(name="mine", family="unknown-family", conditioning="class"), "ar-grpo")

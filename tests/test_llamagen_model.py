@@ -44,7 +44,7 @@ def analytic_params(n_layer, n_head, dim, vocab=V, classes=1000):
     return 2 * vocab * dim + (classes + 1) * dim + n_layer * per_layer + dim
 
 
-# reference table (llamagen-janus.md, Part A section 1), in millions
+# reference table (docs/reference/llamagen-janus.md, Part A section 1), in millions
 REFERENCE_M = {"GPT-B": 110.9, "GPT-L": 342.9, "GPT-XL": 774.7, "GPT-XXL": 1411.0, "GPT-3B": 3096.7,
                "GPT-XXXL": 3893.0, "GPT-1B": 1199.6, "GPT-7B": 6614.6}
 

@@ -19,8 +19,7 @@ from vapi_bench.interfaces import StageContext
 from vapi_bench.params import resolve_params
 from vapi_bench.plugins.peers.ar_grpo import AR_GRPO_PARAMS, ArGrpo
 from vapi_bench.plugins.peers.cca import CCA_PARAMS, Cca
-from vapi_bench.plugins.va_pi.reference import check_null_conditions_shardable
-from vapi_bench.training import CHECKPOINT_NAME
+from vapi_bench.training import CHECKPOINT_NAME, check_null_conditions_shardable
 
 RUNS = {
     "ar-grpo": (ArGrpo, AR_GRPO_PARAMS, dict(steps=2, batch_size=2, micro_batch=1, group_size=2, lr=1e-3,

@@ -77,7 +77,7 @@ def test_run_record_and_leaderboard_row(tmp_path):
     assert record["spec"]["seed"] == 3 and record["versions"]["torch"]
     assert {"finetune", "sample[cfg=1]", "score[cfg=1]"} <= set(record["wall_seconds"])
     csv = (tmp_path / "results" / "leaderboard-fixture-colour.csv").read_text().splitlines()
-    assert csv[0].startswith("model,method,task,variant,accuracy,config,settings,n_samples,cfg_scale")
+    assert csv[0].startswith("model,method,task,variant,accuracy,config,settings,lr,n_samples,cfg_scale")
     assert len(csv) == 2 and result.run_id in csv[1]
     per_sample = (tmp_path / "runs" / "scores").glob("*/per-sample.jsonl")
     rows = [json.loads(line) for line in next(per_sample).read_text().splitlines()]

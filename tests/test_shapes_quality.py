@@ -23,7 +23,7 @@ from vapi_bench.plugins.shapes.data import caption_dataset, class_dataset
 from vapi_bench.plugins.shapes.detector import ShapesDetector, recovers_objects
 from vapi_bench.plugins.shapes.features import load_feature_net
 from vapi_bench.plugins.shapes.vocab import NUM_CLASSES
-from vapi_bench.plugins.shapes.zoo_files import PACKAGED_ZOO, read_manifest
+from vapi_bench.plugins.shapes.zoo.files import PACKAGED_ZOO, read_manifest
 
 SEED = 2024  # not the build's seed: fresh held-out scenes and sampling seeds
 FIRST = 1000  # skip the test-split indices the build measured on

@@ -15,8 +15,8 @@ import torch
 from vapi_bench import load_generator
 from vapi_bench.errors import CheckpointError, UsageError
 from vapi_bench.plugins.shapes.words import VOCABULARY, ShapesWordEncoder
-from vapi_bench.plugins.shapes.zoo import build_zoo
-from vapi_bench.plugins.shapes.zoo_files import FILES, MANIFEST, MAX_TOTAL_BYTES, read_manifest
+from vapi_bench.plugins.shapes.zoo.build import build_zoo
+from vapi_bench.plugins.shapes.zoo.files import FILES, MANIFEST, MAX_TOTAL_BYTES, read_manifest
 from vapi_bench.weights import sha256_file
 
 
@@ -68,7 +68,7 @@ def test_word_encoder_rejects_unknown_long_and_empty_captions():
 def test_class_captions_alternate_single_object_and_colors_prompts_the_encoder_reads():
     from vapi_bench.plugins.shapes.data import random_record
     from vapi_bench.plugins.shapes.vocab import NUM_CLASSES, class_attributes
-    from vapi_bench.plugins.shapes.zoo import class_captions
+    from vapi_bench.plugins.shapes.zoo.training_sets import class_captions
 
     import numpy as np
 
@@ -87,7 +87,7 @@ def test_class_captions_alternate_single_object_and_colors_prompts_the_encoder_r
 
 # ---- quick build ----------------------------------------------------------------------------
 
-QUICK_SMALL_DIM = 16  # zoo_config.QUICK's c2i_small_gpt width
+QUICK_SMALL_DIM = 16  # zoo.config.QUICK's c2i_small_gpt width
 
 
 def _cli(args: list[str]) -> None:
@@ -206,7 +206,7 @@ def test_reward_network_is_not_the_evaluation_network(quick_zoos):
     """shapes-perceptual (the reward) reads rewardnet, narrower than featnet (shapes-fid's)."""
     from vapi_bench.plugins.shapes.features import load_feature_net
     from vapi_bench.plugins.shapes.perceptual import ShapesPerceptual
-    from vapi_bench.plugins.shapes.zoo_config import QUICK
+    from vapi_bench.plugins.shapes.zoo.config import QUICK
 
     root, _ = quick_zoos
     reward = ShapesPerceptual(weights=root / FILES["rewardnet"])
@@ -239,7 +239,8 @@ def test_small_base_and_head_scale(quick_zoos):
 def test_smoothed_t2i_base_reads_captions_and_differs_from_shapes_t2i(quick_zoos):
     """shapes-t2i-ls is a text model like shapes-t2i (same word encoder and config), with its own
     GPT weights, and the va-pi recipe it gets is shapes-t2i's."""
-    from vapi_bench.plugins.va_pi.recipes import FAMILY_RECIPES
+    from vapi_bench.plugins.shapes.families import family_defaults
+    from vapi_bench.training.recipes import recipe_defaults
 
     root, _ = quick_zoos
     plain = load_generator("shapes-t2i", zoo_dir=str(root))
@@ -249,13 +250,15 @@ def test_smoothed_t2i_base_reads_captions_and_differs_from_shapes_t2i(quick_zoos
     assert any(not torch.equal(a, b) for a, b in zip(plain.policy.parameters(), smoothed.policy.parameters()))
     tokens = smoothed.sample(["a photo of a red circle"], seeds=[0], recipe=smoothed.default_recipe)
     assert tokens.shape == (1, smoothed.policy.config.block_size)
-    assert FAMILY_RECIPES["shapes-t2i-ls"] == FAMILY_RECIPES["shapes-t2i"]
+    assert family_defaults()["shapes-t2i-ls"] == family_defaults()["shapes-t2i"]
+    ls_recipe, source = recipe_defaults("va-pi", smoothed)
+    assert source == "shapes-t2i-ls" and ls_recipe == recipe_defaults("va-pi", plain)[0]
 
 
 def test_only_t2i_ls_rebuilds_the_full_builds_file_exactly(tmp_path):
     """`zoo build --only t2i-ls` on an existing zoo trains the same weights the whole build did
     (same data, tokens, warm start and seed), and leaves the other files untouched."""
-    from vapi_bench.plugins.shapes.zoo import build_extra
+    from vapi_bench.plugins.shapes.zoo.build import build_extra
 
     build_zoo(tmp_path, seed=5, quick=True, show_progress=False)
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.safetensors")}
@@ -270,7 +273,7 @@ def test_label_smoothing_leaves_the_gpt_over_dispersed():
     with label smoothing 0.1 puts more mass off the data's tokens (higher predictive entropy) than
     the one trained by maximum likelihood, so sampling it at T=1 draws too many off-mode tokens."""
     from vapi_bench.plugins.llamagen.gpt import GPT, GPTConfig
-    from vapi_bench.plugins.shapes.zoo_train import OptimConfig, train_gpt
+    from vapi_bench.plugins.shapes.zoo.train import OptimConfig, train_gpt
 
     cfg = GPTConfig(dim=16, n_layer=1, n_head=2, multiple_of=16, model_type="c2i", num_classes=2, vocab_size=16,
                     block_size=9, class_dropout_prob=0.0)

@@ -12,8 +12,8 @@ from helpers_toy_generator import tiny_llamagen
 from vapi_bench.distributed import DistInfo
 from vapi_bench.errors import CheckpointError, TrainingDiverged, UsageError
 from vapi_bench.interfaces import StageContext
-from vapi_bench.training import (CHECKPOINT_NAME, MetricMeter, TrainConfig, adamw_param_groups, build_adamw,
-                                 rank_slice, step_indices, train)
+from vapi_bench.training.engine import (CHECKPOINT_NAME, MetricMeter, TrainConfig, adamw_param_groups, build_adamw,
+                                        rank_slice, step_indices, train)
 
 
 class _Net(nn.Module):

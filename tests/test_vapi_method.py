@@ -12,9 +12,8 @@ from vapi_bench.errors import TrainingDiverged, UsageError
 from vapi_bench.interfaces import StageContext
 from vapi_bench.params import resolve_params
 from vapi_bench.plugins.va_pi.method import VAPI_PARAMS, VaPi, VaPiStep
-from vapi_bench.plugins.va_pi.pixel import PixelObjective, build_pixel_objective
-from vapi_bench.plugins.va_pi.recipes import resolve
-from vapi_bench.training import MetricMeter, load_batch
+from vapi_bench.training import (MetricMeter, PixelObjective, build_pixel_objective, load_batch, resolve_method_params,
+                                 resolve_run_recipes)
 
 SMALL = dict(lr=1e-3, steps=2, batch_size=4, micro_batch=2, group_size=4, w_perceptual=0.0, ckpt_every=1,
              precision="fp32")
@@ -37,7 +36,7 @@ def test_shared_and_per_row_updates_give_the_same_loss_and_gradients(tmp_path):
     """With dropout and label dropout off, one forward per image (shared) computes exactly the
     per-row (official) loss, so the gradients agree too."""
     generator = tiny_llamagen(dropout=False)
-    cfg = resolve(_params(xi=0.3), generator, _ctx(tmp_path), "va-pi")
+    cfg = resolve_method_params("va-pi", _params(xi=0.3), generator)
     step = VaPiStep(generator, cfg, PixelObjective(1.0, 0.0, None), seed=0)
     batch = load_batch(RandomImages(), 0, [0, 1, 2], [0, 1, 2], torch.device("cpu"))
     roll = step.rollout(batch)
@@ -59,7 +58,7 @@ def test_shared_and_per_row_updates_give_the_same_loss_and_gradients(tmp_path):
 
 def test_rollout_rewards_are_minus_the_pixel_distance_of_decoded_samples(tmp_path):
     generator = tiny_llamagen(dropout=False)
-    cfg = resolve(_params(w_perceptual=0.5, perceptual="l1"), generator, _ctx(tmp_path), "va-pi")
+    cfg = resolve_method_params("va-pi", _params(w_perceptual=0.5, perceptual="l1"), generator)
     objective = build_pixel_objective(cfg, torch.device("cpu"))
     batch = load_batch(RandomImages(), 0, [3, 5], [0, 1], torch.device("cpu"))
     roll = VaPiStep(generator, cfg, objective, seed=0).rollout(batch)
@@ -133,21 +132,25 @@ def test_non_finite_logits_stop_training_as_diverged(tmp_path):
 
 
 def test_family_recipes():
-    ctx = SimpleNamespace(precision="fp32")
     values = resolve_params(VAPI_PARAMS, {}, "va-pi")
 
     def gen(family, conditioning="text"):
-        return SimpleNamespace(family=family, conditioning=conditioning, default_dataset="d")
+        return SimpleNamespace(name=family, family=family, conditioning=conditioning, default_dataset="d")
 
-    janus = resolve(values, gen("janus-pro"), ctx, "va-pi")
+    def resolve(generator):
+        (out, source), = resolve_run_recipes({"va-pi": (VAPI_PARAMS, values)}, generator, precision="fp32").values()
+        return {**out, "recipe": source}
+
+    janus = resolve(gen("janus-pro"))
     assert (janus["lr"], janus["xi"], janus["perceptual"], janus["steps"]) == (1e-7, 0.95, "lpips-alex", 100)
-    t2i = resolve(values, gen("llamagen-t2i"), ctx, "va-pi")
+    t2i = resolve(gen("llamagen-t2i"))
     assert (t2i["xi"], t2i["steps"], t2i["perceptual"]) == (0.5, 200, "lpips-vgg")
-    shapes = resolve(values, gen("shapes", "class"), ctx, "va-pi")
+    shapes = resolve(gen("shapes", "class"))
     assert shapes["recipe"] == "shapes-c2i" and shapes["perceptual"] == "shapes-perceptual"
-    with pytest.raises(UsageError, match=r"family 'my-model'.*--set method\.lr=.*Known families: .*llamagen-c2i"):
-        resolve(values, gen("my-model"), ctx, "va-pi")  # never another model's recipe in silence
-    assert resolve({**values, "lr": 3e-4}, gen("janus-pro"), ctx, "va-pi")["lr"] == 3e-4  # explicit wins
+    with pytest.raises(UsageError, match=r"family 'my-model'.*va-pi: lr, .*--set lr=.*Known families: .*llamagen-c2i"):
+        resolve(gen("my-model"))  # never another model's recipe in silence
+    values = {**values, "lr": 3e-4}
+    assert resolve(gen("janus-pro"))["lr"] == 3e-4  # explicit wins
 
 
 def test_bad_settings_fail_clearly(tmp_path):

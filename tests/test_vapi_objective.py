@@ -1,4 +1,4 @@
-"""The VA-π objective, term by term, against the formulas of reference/vapi.md §1.2 / §8."""
+"""The VA-π objective, term by term, against the formulas of docs/reference/vapi.md §1.2 / §8."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from vapi_bench.errors import NON_FINITE_PROBABILITIES
-from vapi_bench.plugins.va_pi.objective import (corrupt_context, draw_group, filter_logits, group_advantages,
-                                                k3_kl, ppo_clip_loss, teacher_forced_ce)
+from vapi_bench.plugins.va_pi.objective import corrupt_context
+from vapi_bench.training.losses import (draw_group, filter_logits, group_advantages, k3_kl, ppo_clip_loss,
+                                        teacher_forced_ce)
 
 
 def _gens(n, seed=0):

@@ -3,20 +3,22 @@
 Public API:
     load_generator(name, checkpoint=None, device=None, **overrides) -> interfaces.Generator
     load_method / load_task / load_scorer / load_dataset(name, **overrides)
-    hookimpl, Entry, Family, Param: for plugin authors (vapi_bench.testing: the conformance kit)
+    hookimpl, Entry, Family, Recipe, Param: for plugin authors (vapi_bench.testing: the conformance kit;
+    vapi_bench.training: the post-training kit a method trains through)
 """
 from __future__ import annotations
 
 from typing import Any
 
 from .hookspecs import hookimpl
-from .interfaces import Entry, Family, Generator, Method, SampleItem, SamplingRecipe, Scorer, StageContext, Task, TaskResult
+from .interfaces import (Entry, Family, Generator, Method, Recipe, SampleItem, SamplingRecipe, Scorer, StageContext, Task,
+                         TaskResult)
 from .params import Param
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Entry", "Family", "Generator", "Method", "Param", "SampleItem", "SamplingRecipe", "Scorer", "StageContext",
+    "Entry", "Family", "Generator", "Method", "Param", "Recipe", "SampleItem", "SamplingRecipe", "Scorer", "StageContext",
     "Task", "TaskResult", "hookimpl", "load_dataset", "load_generator", "load_method", "load_scorer",
     "load_task", "__version__",
 ]

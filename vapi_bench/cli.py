@@ -25,7 +25,7 @@ DEFAULT_METHODS = ["none", "va-pi"]
 DEFAULT_TASK = "shapes-fid"
 
 KIND_ALIASES = {"models": "generators", "generators": "generators", "methods": "methods", "tasks": "tasks",
-                "scorers": "scorers", "datasets": "datasets", "families": "families"}
+                "scorers": "scorers", "datasets": "datasets", "families": "families", "recipes": "recipes"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark post-training methods (VA-π and baselines) for AR image generators.")
@@ -51,7 +51,7 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars or notes 
 
 
 @app.command("list")
-def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | families | all")) -> None:
+def list_cmd(kind: str = typer.Argument("all", help="models | methods | tasks | scorers | datasets | families | recipes | all")) -> None:
     """List what the installed plugins offer."""
     from .registry import KINDS, get_registry
 
@@ -317,9 +317,12 @@ def doctor() -> None:
 
 
 def build_app() -> typer.Typer:
-    """The app with every plugin's extra commands (register_commands hook) attached."""
+    """The app with the lab and every plugin's extra commands (register_commands hook) attached."""
+    from .lab.commands import lab_app
     from .registry import get_registry
 
+    if not any(group.name == "lab" for group in app.registered_groups):
+        app.add_typer(lab_app, name="lab")
     reg = get_registry()
     if reg.manager is not None:
         reg.manager.hook.register_commands(app=app)

@@ -170,7 +170,7 @@ def fully_shard_copy(module: nn.Module, device: torch.device, frozen: bool = Fal
     (average) its gradients.
 
     A copy, because sampling and saving after training need plain parameters: the caller keeps
-    the original (on the CPU while training, see va_pi.harness) and loads `full_state_dict(copy)`
+    the original (on the CPU while training, see training.finetune) and loads `full_state_dict(copy)`
     back into it when training ends. `frozen` copies are for no-grad forwards only (a method's
     reference model): no parameter requires a gradient.
     """

@@ -48,12 +48,19 @@ def register_datasets(register: Register) -> None:
 
 @hookspec
 def register_families(register: Register) -> None:
-    """Declare method defaults for a model family: register(Family(name, defaults={"lr": 1e-4, ...})).
+    """A model plugin declares its family's shared post-training defaults:
+    register(Family(name, defaults={"lr": 1e-4, "steps": 100, ...})).
 
     A generator whose `family` attribute names no declared family can still be fine-tuned when the
-    user sets every family-default parameter the method needs; otherwise the run stops before any
-    stage, listing the known families and those keys.
+    user sets every recipe key its methods need; otherwise the run stops before any stage with one
+    error listing them (vapi_bench.training.recipes).
     """
+
+
+@hookspec
+def register_recipes(register: Register) -> None:
+    """A method plugin declares its own values on a family: register(Recipe(method, family,
+    values={...}, source="where they come from")). They override the family's shared defaults."""
 
 
 @hookspec

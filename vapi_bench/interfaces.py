@@ -46,23 +46,50 @@ class Entry:
     aliases: tuple[str, ...] = ()
     provider: str = ""
     requirements: Callable[..., list[Any]] | None = None
+    #: methods only: named fixed settings the lab runs as rows of their own (`lab tune --methods
+    #: va-pi:reward-only`), e.g. {"reward-only": {"beta": "0"}}
+    variants: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: methods only: named ablations for `lab ablate NAME`: (row label, fixed settings) in order
+    ablations: Mapping[str, Sequence[tuple[str, Mapping[str, str]]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Family:
-    """Method defaults of a model family, declared by a plugin through `register_families`.
-
-    Methods declare some parameters with the default None, meaning "the value this generator's
-    family recommends" (learning rate, batch size, the perceptual scorer...). `defaults` maps
-    those parameter names to values; a generator belongs to the family named by its `family`
-    attribute. A family nobody declares is an error before any stage runs, never a silent
-    fallback to another model's recipe.
+    """A model family's shared post-training defaults, declared by the MODEL's plugin through
+    `register_families`: what every method of a comparison gets on this family unless the method's
+    own `Recipe` says otherwise (learning rate, steps, images per step, the perceptual scorer suited
+    to its images...). A generator belongs to the family named by its `family` attribute (or that
+    name + '-c2i' / '-t2i'). Resolution order: vapi_bench.training.recipes.
     """
 
     name: str
     defaults: Mapping[str, Any]
     summary: str = ""
     provider: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A method's own values on one model family, declared by the METHOD's plugin through
+    `register_recipes` (VA-π's β, G and ξ for LlamaGen; AR-GRPO's whole table). They take
+    precedence over the family's shared defaults; `source` cites where they come from."""
+
+    method: str
+    family: str
+    values: Mapping[str, Any]
+    source: str = ""
+    provider: str = ""
+
+    @property
+    def name(self) -> str:
+        """The registry key: '<method>@<family>'."""
+        return f"{self.method}@{self.family}"
+
+    @property
+    def summary(self) -> str:
+        """What `vapi-bench list recipes` shows: the values and where they come from."""
+        values = ", ".join(f"{k}={v}" for k, v in self.values.items())
+        return f"{values} ({self.source})" if self.source else values
 
 
 class MissingCapability(UsageError):
@@ -234,6 +261,7 @@ class StageContext:
     rank: int = 0
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    recipe: str = ""  # fine-tune stage: the family recipe the method's parameters came from ("" = none)
 
 
 class Method(ABC):

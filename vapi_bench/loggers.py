@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from . import store
 from .errors import UsageError
 from .imageio import image_grid, to_uint8
 from .params import Param
@@ -134,3 +135,28 @@ def preview_conditions(dataset: Any, count: int = PREVIEW_IMAGES) -> list[Any]:
         cond = dataset[index][1]
         conditions.append(cond.item() if isinstance(cond, torch.Tensor) else cond)
     return conditions
+
+
+class TrainLog:
+    """train.jsonl, where a resumed run's replayed steps replace the records they repeat.
+
+    A fine-tune resumed from its checkpoint at step s logs steps s+1, s+2, ... again; the first
+    record this process writes drops every record with that step or later, so the log (and the
+    curves drawn from it) holds each step once.
+    """
+
+    def __init__(self, path: Path, mirror: Any = None) -> None:
+        self.path = Path(path)
+        self.mirror = mirror  # the TensorBoard / wandb logger, if any: sees each record after it is on disk
+        self.started = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.started:
+            self.started = True
+            step = record.get("step")
+            kept = [r for r in store.read_jsonl(self.path)
+                    if isinstance(step, (int, float)) and isinstance(r.get("step"), (int, float)) and r["step"] < step]
+            store.write_jsonl(self.path, kept)
+        store.append_jsonl(self.path, record)
+        if self.mirror is not None:
+            self.mirror(record)

@@ -21,9 +21,9 @@ class Param:
     """One tunable parameter of a plugin.
 
     `type` is one of bool, int, float, str (or `tuple` for comma-separated floats/ints given as a
-    tuple default). `choices` restricts string values. `from_family` marks a method parameter whose
-    default (None) is the generator family's declared value (`interfaces.Family`); the runner
-    checks before any stage runs that the family declares it or the user set it.
+    tuple default). `choices` restricts string values. `from_recipe` marks a method parameter whose
+    default (None) comes from the recipe lookup by (family, method) (vapi_bench.training.recipes);
+    the runner resolves it before any stage runs, or stops naming every key nothing fills.
     `keyed_at_default=False` marks a parameter added after runs were recorded whose default
     reproduces the old behaviour: at its default it is left out of the run's recorded parameters
     (and so of its stage keys and leaderboard identity), and those runs keep their keys.
@@ -34,12 +34,13 @@ class Param:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
-    from_family: bool = False
+    from_recipe: bool = False
     keyed_at_default: bool = True
 
     def describe(self) -> str:
         extra = f" one of {list(self.choices)}" if self.choices else ""
-        return f"{self.name} ({self.type.__name__}, default {self.default!r}){extra}: {self.help}"
+        default = "default: the recipe's" if self.from_recipe else f"default {self.default!r}"
+        return f"{self.name} ({self.type.__name__}, {default}){extra}: {self.help}"
 
     def coerce(self, value: Any, where: str) -> Any:
         """Convert a CLI string (or Python value) to this parameter's type, or raise UsageError."""

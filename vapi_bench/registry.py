@@ -21,12 +21,12 @@ import pluggy
 
 from . import hookspecs
 from .errors import UsageError
-from .interfaces import Entry, Family
+from .interfaces import Entry, Family, Recipe
 
 ENTRY_POINT_GROUP = "vapi_bench"
-KINDS = ("generators", "methods", "tasks", "scorers", "datasets", "families")
+KINDS = ("generators", "methods", "tasks", "scorers", "datasets", "families", "recipes")
 _SINGULAR = {"generators": "model", "methods": "method", "tasks": "task", "scorers": "scorer",
-             "datasets": "dataset", "families": "family"}
+             "datasets": "dataset", "families": "family", "recipes": "recipe"}
 #: every hook a plugin may implement (the hookspecs module's functions)
 HOOK_NAMES = tuple(name for name, obj in vars(hookspecs).items()
                    if callable(obj) and getattr(obj, f"{ENTRY_POINT_GROUP}_spec", None) is not None)
@@ -58,8 +58,8 @@ class Registry:
     plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> version
     manager: pluggy.PluginManager | None = None
 
-    def add(self, kind: str, entry: Entry | Family, provider: str) -> None:
-        expected = Family if kind == "families" else Entry
+    def add(self, kind: str, entry: Entry | Family | Recipe, provider: str) -> None:
+        expected = {"families": Family, "recipes": Recipe}.get(kind, Entry)
         if not isinstance(entry, expected):
             raise TypeError(f"register_{kind}'s register() expects a vapi_bench.{expected.__name__}, "
                             f"got {type(entry).__name__}")

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import platform
 import shutil
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,98 +28,21 @@ import torch
 from . import store
 from .distributed import barrier, device_for, dist_info_from_env, init_process_group
 from .errors import CheckpointError, DataError, Interrupted, StorageError, UsageError
-from .families import apply_family_defaults, family_keys
 from .hashing import environment_versions, file_digest, git_commit, stable_hash
 from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task, has_capability
 from .leaderboard import append_rows, leaderboard_path
-from .loggers import LOGGER_PARAMS, open_logger, preview_conditions, sample_preview
+from .loggers import LOGGER_PARAMS, TrainLog, open_logger, preview_conditions, sample_preview
 from .params import keyed_params, resolve_params, route_overrides
 from .precision import resolve_precision
+from .training.recipes import resolve_run_recipes
 from .progress import make_progress, stage
 from .registry import Registry, get_registry
+from .request import (DEFAULT_SAMPLE_BATCH, RunRequest, RunResult, check_folder, check_ranges, default_results_dir,
+                      resolve_device)
+from .report.figures import write_training_curves
 from .seeding import derive_seed
 from .sampling import broken_images, rank_and_world, sample_records, sample_to_dir, shard, write_grid
 from .spec import SAMPLING_PARAMS, RunSpec, apply_overrides, config_identity, sample_key, score_key
-
-STAGES = ("finetune", "sample", "score")
-#: images per sampling batch when neither --batch-size nor the generator (`sample_batch_size`) says
-DEFAULT_SAMPLE_BATCH = 16
-
-
-@dataclass
-class RunRequest:
-    """What the user asked for (CLI options before resolution)."""
-
-    model: str
-    method: str
-    task: str | None
-    overrides: dict[str, str] = field(default_factory=dict)
-    checkpoint: str | None = None
-    seed: int = 0
-    runs_dir: Path = Path("runs")
-    results_dir: Path | None = None  # None: <runs_dir>/results (the committed evidence is never the default)
-    limit: int | None = None
-    device: str = "cpu"
-    force: bool = False
-    batch_size: int | None = None  # None: the generator's `sample_batch_size`, else DEFAULT_SAMPLE_BATCH
-    precision: str = "auto"
-    stages: tuple[str, ...] = STAGES
-    leaderboard: bool = True
-    quiet: bool = False
-    #: every method of this invocation (`run -a none -a sft -a va-pi`): --set keys are validated
-    #: against all of them and routed to each that declares them; () = just `method`
-    methods: tuple[str, ...] = ()
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    run_dir: Path
-    rows: list[dict[str, Any]]
-    reused: dict[str, bool]
-    finetune_summary: dict[str, Any] = field(default_factory=dict)
-
-
-def default_results_dir(runs_dir: Path) -> Path:
-    """Where a user's own leaderboard rows go unless --results-dir says otherwise."""
-    return Path(runs_dir) / "results"
-
-
-#: the range each sampling option must lie in: (test, the range in words)
-SAMPLING_RANGES = {
-    "cfg_scale": (lambda v: v >= 0, ">= 0 (1 = no guidance)"),
-    "temperature": (lambda v: v > 0, "> 0"),
-    "top_k": (lambda v: v >= 0, ">= 0 (0 = all tokens)"),
-    "top_p": (lambda v: 0 < v <= 1, "in (0, 1] (1 = all tokens)"),
-}
-
-
-def check_ranges(req: RunRequest, sampling: dict[str, Any]) -> None:
-    """Reject values outside their range before anything is computed or cached under them."""
-    if req.limit is not None and req.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {req.limit}.")
-    if req.batch_size is not None and req.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {req.batch_size}.")
-    for name, (ok, words) in SAMPLING_RANGES.items():
-        value = sampling.get(name)
-        if value is not None and (not math.isfinite(value) or not ok(value)):
-            raise UsageError(f"--set {name}={value} is out of range: {name} must be {words}.")
-
-
-def _check_folder(path: Path, option: str) -> None:
-    """A folder option that names an existing file would fail only after the compute: say so now."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} {path} is a file, not a folder; pass a folder path.")
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was requested but CUDA is not available on this machine.")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device must be cpu, cuda or cuda:N, not {name!r}.") from None
-
 
 class Runner:
     """Resolves a RunRequest into a RunSpec and executes the stages it needs."""
@@ -130,11 +51,11 @@ class Runner:
         self.req = request
         if request.results_dir is None:
             request.results_dir = default_results_dir(request.runs_dir)
-        _check_folder(request.runs_dir, "--runs-dir")
+        check_folder(request.runs_dir, "--runs-dir")
         if request.leaderboard:
-            _check_folder(request.results_dir, "--results-dir")
+            check_folder(request.results_dir, "--results-dir")
         self.registry = registry or get_registry()
-        self.device = _resolve_device(request.device)
+        self.device = resolve_device(request.device)
         self.precision, warning = resolve_precision(request.precision, self.device)
         if warning and not request.quiet:
             from .progress import console
@@ -146,6 +67,7 @@ class Runner:
         self.rank, self.world = rank_and_world()
         self.log_lines: list[str] = []
         self.log_options: dict[str, Any] = {}  # --set logger=...: how training is mirrored (not in the spec)
+        self.recipe_source = ""  # the family recipe the method's parameters came from (resolution fills it)
 
     # ---- resolution -----------------------------------------------------------------------
     def _resolve(self) -> tuple[Generator, Method, Task | None, RunSpec, Any]:
@@ -172,16 +94,17 @@ class Runner:
         torch.manual_seed(derive_seed(req.seed, 0, stream="init"))
         generator = gen_e.factory(checkpoint=req.checkpoint, device=self.device, **model_params)
         _check_finite_weights(generator, req.checkpoint)
-        method = meth_e.factory(**method_params)
         task = task_e.factory(**task_params) if task_e else None
         if task_e and task.conditioning != generator.conditioning:
             raise UsageError(
                 f"Task '{task_e.name}' needs a {task.conditioning}-conditional model but "
                 f"'{gen_e.name}' is {generator.conditioning}-conditional."
             )
-        for name, values in every_method.items():  # before any stage: not after SFT has finished
-            apply_family_defaults(values, family_keys(siblings[name].params), generator, f"method '{name}'",
-                                  qualifier=name, registry=reg)
+        # every method of the invocation, before any stage: not after SFT has finished
+        recipes = resolve_run_recipes({n: (siblings[n].params, v) for n, v in every_method.items()}, generator,
+                                      precision=self.precision, registry=reg)
+        resolved, self.recipe_source = recipes[meth_e.name]
+        method = meth_e.factory(**resolved)
         identity = {"model": gen_e.name, "params": keyed_params(gen_e.params, model_params), "checkpoint": req.checkpoint,
                     "describe": generator.describe()}
         extra: dict[str, Any] = {}
@@ -218,7 +141,7 @@ class Runner:
         return StageContext(out_dir=out_dir, device=self.device, seed=self.req.seed, progress=progress,
                             log=train_log.write if train_log else (lambda record: None), limit=self.req.limit,
                             precision=self.precision,  # type: ignore[arg-type]
-                            rank=self.rank, world_size=self.world)
+                            rank=self.rank, world_size=self.world, recipe=self.recipe_source)
 
     def _forced(self, stage: str) -> bool:
         """--force recomputes the stages this command runs; the ones it only reads are reused."""
@@ -282,7 +205,7 @@ class Runner:
         summary = {**summary, "tune_minutes": minutes}
         if self.rank == 0:
             generator.save_finetuned(ft_dir / "weights")
-            _plot_curves(ft_dir / "train.jsonl", ft_dir / "curves.png")
+            write_training_curves(ft_dir / "train.jsonl", ft_dir / "curves.png")
             store.atomic_write_json(marker, summary)
         barrier()
         return key, summary, False
@@ -486,56 +409,3 @@ def _check_finite_weights(generator: Generator, checkpoint: str | None) -> None:
                 source = checkpoint or "the default weights"
                 raise CheckpointError(f"Bad checkpoint {source}: its weight '{name}' holds NaN or infinite values "
                                       "(a diverged training run?). Use an earlier checkpoint.")
-
-
-class TrainLog:
-    """train.jsonl, where a resumed run's replayed steps replace the records they repeat.
-
-    A fine-tune resumed from its checkpoint at step s logs steps s+1, s+2, ... again; the first
-    record this process writes drops every record with that step or later, so the log (and the
-    curves drawn from it) holds each step once.
-    """
-
-    def __init__(self, path: Path, mirror: Any = None) -> None:
-        self.path = Path(path)
-        self.mirror = mirror  # the TensorBoard / wandb logger, if any: sees each record after it is on disk
-        self.started = False
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.started:
-            self.started = True
-            step = record.get("step")
-            kept = [r for r in store.read_jsonl(self.path)
-                    if isinstance(step, (int, float)) and isinstance(r.get("step"), (int, float)) and r["step"] < step]
-            store.write_jsonl(self.path, kept)
-        store.append_jsonl(self.path, record)
-        if self.mirror is not None:
-            self.mirror(record)
-
-
-def _plot_curves(jsonl: Path, png: Path) -> None:
-    """Plot every numeric per-step metric of a training log (one panel each)."""
-    records = list(store.read_jsonl(jsonl))
-    if not records:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in records[-1] if k != "step" and isinstance(records[-1][k], (int, float))]
-    if not keys:
-        return
-    cols = min(3, len(keys))
-    rows = (len(keys) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
-    steps = [r.get("step", i) for i, r in enumerate(records)]
-    for ax, k in zip(axes.flat, keys):
-        ax.plot(steps, [r.get(k, float("nan")) for r in records])
-        ax.set_title(k, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.tight_layout()
-    store.atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-    plt.close(fig)

@@ -11,13 +11,10 @@ import torch
 from vapi_bench.interfaces import Generator, Method, StageContext, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
-from vapi_bench.training import Batch, MetricMeter, autocast
-from vapi_bench.plugins.va_pi.harness import finetune_module
-from vapi_bench.plugins.va_pi.objective import draw_group
-from vapi_bench.plugins.va_pi.pixel import PixelObjective, build_pixel_objective
-from vapi_bench.plugins.va_pi.recipes import REWARD_PARAMS, TRAINING_PARAMS
+from vapi_bench.training import (PIXEL_PARAMS, TRAINING_PARAMS, Batch, MetricMeter, PixelObjective, autocast,
+                                 build_pixel_objective, draw_group, finetune_module)
 
-PT_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + REWARD_PARAMS + (
+PT_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + PIXEL_PARAMS + (
     Param("samples_per_image", int, 1, "teacher-forced samples decoded per image and step"),
     Param("temperature", float, 1.0, "sampling temperature of the teacher-forced samples"),
     Param("top_k", int, 0, "top-k filter for the samples (0 = off)"),

@@ -8,10 +8,7 @@ from typing import Any, Iterator
 import torch
 
 from vapi_bench.interfaces import Generator, Method, StageContext
-from vapi_bench.training import Batch, MetricMeter, autocast
-from vapi_bench.plugins.va_pi.harness import finetune_module
-from vapi_bench.plugins.va_pi.objective import teacher_forced_ce
-from vapi_bench.plugins.va_pi.recipes import TRAINING_PARAMS
+from vapi_bench.training import TRAINING_PARAMS, Batch, MetricMeter, autocast, finetune_module, teacher_forced_ce
 
 SFT_PARAMS = TRAINING_PARAMS
 

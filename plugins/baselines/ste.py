@@ -16,14 +16,12 @@ import torch.nn.functional as F
 from vapi_bench.interfaces import Generator, Method, StageContext, has_capability, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
-from vapi_bench.training import Batch, MetricMeter, autocast
-from vapi_bench.plugins.va_pi.harness import finetune_module
-from vapi_bench.plugins.va_pi.objective import teacher_forced_ce
-from vapi_bench.plugins.va_pi.pixel import PixelObjective, build_pixel_objective
-from vapi_bench.plugins.va_pi.recipes import REWARD_PARAMS, TRAINING_PARAMS, family_param
+from vapi_bench.training import (PIXEL_PARAMS, TRAINING_PARAMS, Batch, MetricMeter, PixelObjective, autocast,
+                                 build_pixel_objective, finetune_module, teacher_forced_ce)
 
-STE_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + REWARD_PARAMS + (
-    family_param("beta", float, "β: weight of the teacher-forced cross-entropy term"),
+STE_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + PIXEL_PARAMS + (
+    Param("beta", float, None, "β: weight of the teacher-forced cross-entropy term; None = the recipe's (0.1, "
+          "VA-π's)", from_recipe=True),
     Param("temperature", float, 1.0, "logits are divided by this before the Gumbel-softmax"),
     Param("ste_tau", float, 1.0, "Gumbel-softmax temperature τ of the soft (backward) path"),
 )

@@ -1,4 +1,4 @@
-"""ImageNet for fine-tuning (reference/vapi.md §3): a torchvision ImageFolder tree
+"""ImageNet for fine-tuning (docs/reference/vapi.md §3): a torchvision ImageFolder tree
 (`root/[split/]<wnid>/*.JPEG`, classes sorted) or a Hugging Face `save_to_disk` copy
 (`load_from_disk`, a DatasetDict with a `split` split and `image` + `label`/`labels` columns),
 the official `--data-loader builtin` and `hf` respectively. ADM centre crop, no flip, [-1, 1]."""

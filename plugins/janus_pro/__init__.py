@@ -14,7 +14,7 @@ import torch
 
 from vapi_bench.errors import VapiError
 from vapi_bench.hookspecs import hookimpl
-from vapi_bench.interfaces import Entry
+from vapi_bench.interfaces import Entry, Family
 from vapi_bench.params import Param
 
 #: teacher-forcing alignments (docs/janus.md explains why "standard" is the default)
@@ -82,3 +82,13 @@ def register_generators(register: Callable[[Any], None]) -> None:
         aliases = ("janus-pro",) if name == "janus-pro-1b" else ()  # the paper's GenEval model
         register(Entry(name, factory=_factory(name, checkpoint), summary=summary, params=_params(dtype),
                        aliases=aliases))
+
+
+#: the post-training budget of the VA-π paper for Janus-Pro 1B (docs/reference/vapi.md §2): lr 1e-7,
+#: 128 images per step, 100 steps; pip-lpips AlexNet as the perceptual scorer, as its script uses
+FAMILY_DEFAULTS = {"lr": 1e-7, "weight_decay": 1e-4, "batch_size": 128, "steps": 100, "perceptual": "lpips-alex"}
+
+
+@hookimpl
+def register_families(register) -> None:
+    register(Family("janus-pro", dict(FAMILY_DEFAULTS), summary="VA-π paper budget for Janus-Pro (docs/reference/vapi.md §2)"))

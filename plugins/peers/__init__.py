@@ -1,6 +1,7 @@
 """Peer methods the paper and its strongest competitors compare against (entry point `peers`):
 `ar-grpo` (online GRPO with free-running rollouts, Yuan et al. 2025) and `cca` (Condition
-Contrastive Alignment, Chen et al. 2025). Facts and file:line sources: reference/peers.md."""
+Contrastive Alignment, Chen et al. 2025). Facts and file:line sources: docs/reference/peers.md.
+Each owns its recipe table (recipes.py) and trains through vapi_bench.training."""
 from __future__ import annotations
 
 from vapi_bench import Entry, hookimpl
@@ -17,3 +18,11 @@ def register_methods(register) -> None:
     register(Entry("cca", factory=Cca, params=CCA_PARAMS,
                    summary="CCA: contrast matched vs mismatched conditions against the initial model, for "
                            "guidance-free sampling (Chen et al. 2025)"))
+
+
+@hookimpl
+def register_recipes(register) -> None:
+    from .recipes import recipes
+
+    for recipe in recipes():
+        register(recipe)

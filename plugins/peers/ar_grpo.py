@@ -1,4 +1,4 @@
-"""`ar-grpo`: online GRPO with free-running rollouts (Yuan et al. 2025; reference/peers.md §1).
+"""`ar-grpo`: online GRPO with free-running rollouts (Yuan et al. 2025; docs/reference/peers.md §1).
 
 One engine step = one rollout batch and one optimiser step, as the official launch scripts run it:
 1. rollouts: each prompt of the step is sampled G times through the generator's own KV-cached,
@@ -22,7 +22,7 @@ Official behaviour reproduced by default (switches document each):
 
 `sharding=fsdp`: the policy trains sharded; rollouts sample from its gathered shards (the KV-cached
 sampler calls more than the forward) and the KL reference is a sharded frozen copy of the initial
-weights (va_pi/reference.py).
+weights (vapi_bench.training.frozen_reference).
 """
 from __future__ import annotations
 
@@ -39,26 +39,25 @@ from vapi_bench.interfaces import Condition, Generator, Method, SamplingRecipe, 
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed
 from vapi_bench.store import atomic_write
-from vapi_bench.training import Batch, MetricMeter, autocast
-from vapi_bench.plugins.va_pi.harness import finetune_module, uses_fsdp
-from vapi_bench.plugins.va_pi.objective import group_advantages, k3_kl, ppo_clip_loss
-from vapi_bench.plugins.va_pi.recipes import AR_GRPO_RECIPES, method_family_param, training_params
-from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
+from vapi_bench.training import (TRAINING_PARAMS, Batch, FrozenReference, MetricMeter, autocast,
+                                 check_null_conditions_shardable, finetune_module, group_advantages, k3_kl,
+                                 ppo_clip_loss, uses_fsdp)
 
 from .rewards import RewardMix, class_texts
 
-_T = AR_GRPO_RECIPES
-AR_GRPO_PARAMS: tuple[Param, ...] = training_params(_T) + (
-    method_family_param("group_size", int, "G: rollouts per prompt", _T),
-    method_family_param("rollout_cfg", float, "classifier-free guidance scale of the rollouts", _T),
-    method_family_param("beta", float, "β: weight of the k3 KL to the frozen initial model (0 = no reference model)", _T),
-    method_family_param("rewards", str, "reward scorers and weights, 'name:w,name[key=value,...]:w' (summed with "
-                        "nansum; brackets set the scorer's own parameters, e.g. clip-score[arch=ViT-B-32])", _T),
+_RECIPE = "; None = the recipe's (recipes.AR_GRPO_RECIPES)"
+AR_GRPO_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + (
+    Param("group_size", int, None, "G: rollouts per prompt" + _RECIPE, from_recipe=True),
+    Param("rollout_cfg", float, None, "classifier-free guidance scale of the rollouts" + _RECIPE, from_recipe=True),
+    Param("beta", float, None, "β: weight of the k3 KL to the frozen initial model (0 = no reference model)" + _RECIPE,
+          from_recipe=True),
+    Param("rewards", str, None, "reward scorers and weights, 'name:w,name[key=value,...]:w' (summed with nansum; "
+          "brackets set the scorer's own parameters, e.g. clip-score[arch=ViT-B-32])" + _RECIPE, from_recipe=True),
     Param("class_names", str, "", "class-conditional models, text rewards: file with one class name per line "
           "(line i = class i); empty = the generator's own names (LlamaGen ImageNet: the 1,000 WordNet names)"),
     Param("class_prompt", str, "", "class-conditional models, text rewards: the text of a class, {} = its name; "
           "empty = the generator's ('a photo of {}' as AR-GRPO; shapes: 'a photo of a {}')"),
-    method_family_param("decode_chunk", int, "rollouts decoded and scored per batch", _T),
+    Param("decode_chunk", int, None, "rollouts decoded and scored per batch" + _RECIPE, from_recipe=True),
     Param("clip_eps", float, 0.2, "PPO clip range ε (acts only with num_iterations > 1)"),
     Param("adv_eps", float, 1e-4, "added to the group std of the advantage (TRL: 1e-4)"),
     Param("temperature", float, 1.0, "rollout temperature (also divides the update's logits)"),
@@ -76,8 +75,6 @@ ROLLOUT_FILE = "ar_grpo_rollout_rank{rank}.pt"
 
 class ArGrpo(Method):
     """AR-GRPO through the generator contract (any generator with `sample` and a null condition)."""
-
-    recipes = AR_GRPO_RECIPES  # its own per-family table (read by `lab tune` for the lr grid's centre)
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -97,7 +94,7 @@ class ArGrpo(Method):
             return ArGrpoStep(generator, cfg, rewards, ctx.seed, reference, Path(ctx.out_dir), ctx.rank)
 
         return finetune_module("ar-grpo", self.params, generator, dataset, ctx, module_name="policy",
-                               module=generator.policy, make_step=make_step, recipes=self.recipes)
+                               module=generator.policy, make_step=make_step)
 
 
 def _check(cfg: dict[str, Any]) -> None:

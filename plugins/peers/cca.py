@@ -1,4 +1,4 @@
-"""`cca`: Condition Contrastive Alignment (Chen et al., ICLR 2025; reference/peers.md §2).
+"""`cca`: Condition Contrastive Alignment (Chen et al., ICLR 2025; docs/reference/peers.md §2).
 
 A guidance-free method: it fine-tunes the policy so that sampling WITHOUT classifier-free guidance
 behaves like guided sampling, by contrasting each data pair (x, c) with a mismatched condition c⁻
@@ -16,7 +16,7 @@ images with the frozen tokenizer and runs the policy and the reference teacher-f
 - AdamW (0.9, 0.95), weight decay 0.05 on all but the *norm* parameters (official: on >= 2-D
   parameters; the same set for LlamaGen, whose only 1-D weights are its norms), lr 1e-5, clip 1.
 - `sharding=fsdp`: the policy trains sharded and the reference is a sharded frozen copy of the
-  initial weights (va_pi/reference.py).
+  initial weights (vapi_bench.training.frozen_reference).
 """
 from __future__ import annotations
 
@@ -29,16 +29,13 @@ from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import Condition, Generator, Method, StageContext, require_capability
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
-from vapi_bench.training import Batch, MetricMeter, autocast
-from vapi_bench.plugins.va_pi.harness import finetune_module, uses_fsdp
-from vapi_bench.plugins.va_pi.recipes import CCA_LAMBDA, CCA_RECIPES, training_params
-from vapi_bench.plugins.va_pi.reference import FrozenReference, check_null_conditions_shardable
+from vapi_bench.training import (TRAINING_PARAMS, Batch, FrozenReference, MetricMeter, autocast,
+                                 check_null_conditions_shardable, finetune_module, uses_fsdp, with_betas)
 
 from .cca_objective import cca_loss, rolled, sequence_logprob
+from .recipes import CCA_LAMBDA, DEFAULT_LAMBDA
 
-DEFAULT_LAMBDA = 1000.0
-
-CCA_PARAMS: tuple[Param, ...] = training_params(CCA_RECIPES, betas=(0.9, 0.95)) + (
+CCA_PARAMS: tuple[Param, ...] = with_betas(TRAINING_PARAMS, (0.9, 0.95)) + (
     Param("beta", float, 0.02, "β: scale of the log-likelihood ratios inside the sigmoid"),
     Param("lam", float, None, "λ: weight of the negative term (the loss is divided by max(λ, 1)); None = by "
           "model: " + ", ".join(f"{k} {v:g}" for k, v in CCA_LAMBDA.items()) + f", others {DEFAULT_LAMBDA:g}"),
@@ -52,8 +49,6 @@ CCA_PARAMS: tuple[Param, ...] = training_params(CCA_RECIPES, betas=(0.9, 0.95)) 
 
 class Cca(Method):
     """CCA through the generator contract (needs `null_conditions` when uncond_ratio > 0)."""
-
-    recipes = CCA_RECIPES  # its own per-family table (read by `lab tune` for the lr grid's centre)
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -73,7 +68,7 @@ class Cca(Method):
             return CcaStep(generator, cfg, ctx.seed, reference)
 
         return finetune_module("cca", params, generator, dataset, ctx, module_name="policy",
-                               module=generator.policy, make_step=make_step, recipes=self.recipes)
+                               module=generator.policy, make_step=make_step)
 
 
 def _check(cfg: dict[str, Any]) -> None:

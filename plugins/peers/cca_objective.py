@@ -1,4 +1,4 @@
-"""CCA's loss and its negatives as pure functions (reference/peers.md §2.1, LlamaGen_finetune.py:226-296).
+"""CCA's loss and its negatives as pure functions (docs/reference/peers.md §2.1, LlamaGen_finetune.py:226-296).
 
 Per pair (image tokens x, condition c): c⁻ is a mismatched condition (the neighbour's, by a roll);
 a random `uncond_ratio` of rows get the null condition in both c and c⁻ and, like rows whose

@@ -1,6 +1,6 @@
 """Weighted sums of reward scorers: `rewards=name:w,name[key=value,...]:w` (AR-GRPO's reward_funcs/weights).
 
-AR-GRPO adds its reward functions with weights and `nansum` (reference/peers.md §1.4), so a NaN
+AR-GRPO adds its reward functions with weights and `nansum` (docs/reference/peers.md §1.4), so a NaN
 from one scorer counts as 0 rather than poisoning the sum; the same here. Every named scorer must
 be a reward (`higher_is_better`, scoring an image, usually against its condition, without a
 reference image); it is called through `Scorer.score`. Brackets after a name set that scorer's

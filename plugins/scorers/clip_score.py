@@ -2,11 +2,11 @@
 
 Two published uses, one formula (`tasks/geneval/clip_models.clip_cosines`):
 - AR-GRPO's reward uses OpenAI ViT-B/32 (`openai/clip-vit-base-patch32`; its README says L/14 but
-  the code loads B/32, peers.md §1.4) and rewards 5 x cos;
+  the code loads B/32, docs/reference/peers.md §1.4) and rewards 5 x cos;
 - DrawBench's CLIP-score column uses OpenAI ViT-L/14 and reports max(100 x cos, 0).
 The scorer returns the raw cosine; callers apply their convention. Both architectures are built
 with QuickGELU (`*-quickgelu`), the activation the OpenAI weights were trained with (open-clip 3.x
-builds GELU for the plain names and would silently accept the weights; evaluation.md §4).
+builds GELU for the plain names and would silently accept the weights; docs/reference/evaluation.md §4).
 Preprocessing is open_clip's validation transform (PIL bicubic resize of the shorter side to 224,
 centre crop, OpenAI mean/std), as the HF CLIP processor AR-GRPO uses does.
 """

@@ -1,7 +1,7 @@
 """HPS v2 / v2.1 (Human Preference Score; Wu et al. 2023) without the `hpsv2` package.
 
-The `hpsv2` wheel misses its tokenizer file and imports a GUI toolkit (peers.md §3.6), so we build
-the same network from `open_clip` and reproduce the package's scoring (peers.md §3):
+The `hpsv2` wheel misses its tokenizer file and imports a GUI toolkit (docs/reference/peers.md §3.6), so we build
+the same network from `open_clip` and reproduce the package's scoring (docs/reference/peers.md §3):
 - model: open_clip `ViT-H-14` built with `pretrained=None` (the official evaluation path; no LAION
   download), then `load_state_dict(torch.load(ckpt)["state_dict"])`, strict. Checkpoints live in
   the Hugging Face model repo `xswu/HPSv2`: `HPS_v2_compressed.pt` (v2.0) and

@@ -1,6 +1,6 @@
 """`pickscore`: PickScore (Kirstain et al. 2023), a CLIP-H/14 fine-tuned on Pick-a-Pic preferences.
 
-Official recipe (peers.md §5; `yuvalkirstain/PickScore` README): the transformers `CLIPModel`
+Official recipe (docs/reference/peers.md §5; `yuvalkirstain/PickScore` README): the transformers `CLIPModel`
 `yuvalkirstain/PickScore_v1` with the processor of `laion/CLIP-ViT-H-14-laion2B-s32B-b79K`;
 score = logit_scale.exp() * cos(text embedding, image embedding) (both L2-normalised). Raw values
 are around 20; AR-GRPO divides by 26 to get roughly [0, 1].

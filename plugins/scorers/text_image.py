@@ -5,7 +5,7 @@ Pixels: generated images in [-1, 1] are converted with the core's own rule
 (`vapi_bench.imageio.to_uint8`: clamp(127.5 x + 128) truncated, which is round-to-nearest of
 (x + 1) * 127.5). That is exactly how the sample stage writes PNGs, so a scorer used as a reward on
 tensors gives the same value as the same scorer used as a metric on the saved files. AR-GRPO
-instead truncates (x + 1) / 2 * 255 (`to_pil_image`; peers.md §1.3), which is up to one grey level
+instead truncates (x + 1) / 2 * 255 (`to_pil_image`; docs/reference/peers.md §1.3), which is up to one grey level
 darker.
 
 Texts: a str condition is the prompt itself; an int condition (a class-conditional generator)

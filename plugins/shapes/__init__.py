@@ -3,7 +3,8 @@
 Registers the generators `shapes-c2i` / `shapes-t2i` and their variants (`shapes-c2i-small`,
 `shapes-c2i-small-ls`, `shapes-t2i-ls`; tiny LlamaGen models from the zoo), the
 datasets `shapes-c2i` / `shapes-captions`, the scorers `shapes-perceptual`, `shapes-class-prob` and
-`shapes-geneval` (the last two are verifiable rewards), and the `vapi-bench zoo` command group.
+`shapes-geneval` (the last two are verifiable rewards), its models' families (families.py) and the
+`vapi-bench zoo` command group.
 Modules are imported inside the hooks, so importing the package stays cheap and a broken
 dependency surfaces as a skipped plugin with its reason.
 """
@@ -40,7 +41,15 @@ def register_scorers(register: Any) -> None:
 
 
 @hookimpl
+def register_families(register: Any) -> None:
+    from .families import families
+
+    for family in families():
+        register(family)
+
+
+@hookimpl
 def register_commands(app: Any) -> None:
-    from .zoo_cli import zoo_app
+    from .zoo.commands import zoo_app
 
     app.add_typer(zoo_app, name="zoo")

@@ -387,10 +387,6 @@ class CaptionShapes(ShapesDataset):
         return to_tensor(scene.image), str(scene.caption)
 
 
-#: Former private name, still imported by zoo_quality.py; drop once it uses ShapesDataset.
-_ShapesBase = ShapesDataset
-
-
 def class_dataset(split: Split = "train", n: int = 10_000, size: int = 32, seed: int = 0) -> ClassShapes:
     """The class-conditional shapes set (one object per image, classes balanced by index)."""
     return ClassShapes(split, n, size, seed)

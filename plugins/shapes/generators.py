@@ -19,7 +19,7 @@ from vapi_bench.params import Param
 
 from ..llamagen.generator import PRECISIONS, LlamaGenGenerator
 from .vocab import NUM_CLASSES, class_name
-from .zoo_files import FILES, load_gpt, load_vq, read_manifest, word_encoder, zoo_dir_or_default
+from .zoo.files import FILES, load_gpt, load_vq, read_manifest, word_encoder, zoo_dir_or_default
 
 #: Default sampling recipes, chosen from the CFG sweep `zoo build` records in the manifest
 #: (quality.cfg_sweep): the smallest scale past which class accuracy / GenEval stop improving.

@@ -1,4 +1,4 @@
-"""The `va-pi` method: one sampling phase and one update phase per optimiser step (vapi.md §8).
+"""The `va-pi` method: one sampling phase and one update phase per optimiser step (docs/reference/vapi.md §8).
 
 Sampling (no grad, eval mode): ground-truth tokens from the frozen tokenizer, optional context
 noise ξ, ONE teacher-forced forward, G sequences drawn position-wise, decoded and rewarded
@@ -14,31 +14,31 @@ Two update modes compute the same estimator:
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import Condition, Generator, Method, StageContext
 from vapi_bench.params import Param
 from vapi_bench.seeding import derive_seed, torch_generator
-from vapi_bench.training import Batch, MetricMeter, autocast
+from vapi_bench.training import (PIXEL_PARAMS, TRAINING_PARAMS, Batch, MetricMeter, PixelObjective, autocast,
+                                 build_pixel_objective, decoded_distances, draw_group, finetune_module,
+                                 group_advantages, k3_kl, ppo_clip_loss, swapped_parameters, teacher_forced_ce)
 
-from .objective import (corrupt_context, draw_group, group_advantages, k3_kl, ppo_clip_loss,
-                        teacher_forced_ce)
-from .harness import finetune_module
-from .pixel import PixelObjective, build_pixel_objective, decoded_distances
-from .recipes import REWARD_PARAMS, TRAINING_PARAMS, family_param
+from .objective import corrupt_context
 
-VAPI_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + REWARD_PARAMS + (
-    family_param("group_size", int, "G: sequences sampled per image from its teacher-forced logits"),
-    family_param("beta", float, "β: weight of the teacher-forced cross-entropy (prior) term"),
+VAPI_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + PIXEL_PARAMS + (
+    Param("group_size", int, None, "G: sequences sampled per image from its teacher-forced logits; None = the "
+          "recipe's (8)", from_recipe=True),
+    Param("beta", float, None, "β: weight of the teacher-forced cross-entropy (prior) term; None = the recipe's "
+          "(0.1)", from_recipe=True),
     Param("clip_eps", float, 0.2, "PPO clip range ε"),
-    family_param("adv_clip", float, "clamp group-normalised advantages to ±adv_clip"),
-    family_param("xi", float, "context noise ξ: probability of replacing each context token"),
+    Param("adv_clip", float, None, "clamp group-normalised advantages to ±adv_clip; None = the recipe's (5)",
+          from_recipe=True),
+    Param("xi", float, None, "context noise ξ: probability of replacing each context token; None = the recipe's "
+          "(c2i 0, LlamaGen T2I 0.5, Janus-Pro 0.95)", from_recipe=True),
     Param("noise_kernel", str, "paper", "'paper': replacement excludes the true token (Eq. 28-29); "
           "'official': uniform over the whole vocabulary, as the released code", choices=("paper", "official")),
     Param("temperature", float, 1.0, "sampling temperature (also divides the update's logits)"),
@@ -172,20 +172,3 @@ class VaPiStep:
 
 def _rows(tensor: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
     return None if tensor is None else tensor[rows]
-
-
-@contextlib.contextmanager
-def swapped_parameters(module: nn.Module, tensors: Sequence[torch.Tensor]) -> Iterator[None]:
-    """Temporarily point the module's parameters at other tensors (zero-copy), e.g. the frozen
-    initial weights for the KL reference, so the generator runs them through its own code."""
-    params = list(module.parameters())
-    if len(params) != len(tensors):
-        raise ValueError("reference weights do not match the policy's parameters")
-    saved = [p.data for p in params]
-    try:
-        for p, t in zip(params, tensors):
-            p.data = t
-        yield
-    finally:
-        for p, t in zip(params, saved):
-            p.data = t

@@ -1,7 +1,7 @@
 """Load the open_clip model GenEval and DrawBench score with, from a local file, a hub id or random.
 
 GenEval used open-clip 2.20 `ViT-L-14` with `pretrained="openai"`, which built QuickGELU. open-clip
-3.x builds nn.GELU for `ViT-L-14` and silently accepts OpenAI weights into it (evaluation.md §4), so
+3.x builds nn.GELU for `ViT-L-14` and silently accepts OpenAI weights into it (docs/reference/evaluation.md §4), so
 our default architecture is `ViT-L-14-quickgelu`, the network the OpenAI weights were trained as.
 """
 from __future__ import annotations

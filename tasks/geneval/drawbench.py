@@ -8,7 +8,7 @@ metric and a method's reward are one implementation:
   same OpenAI ViT-L/14 through transformers). We clamp each image's score and average;
   torchmetrics clamps the average. The two agree whenever no cosine is negative.
 - `hpsv2.1` (or `hpsv2` with hps_version=v2.0): 100 x the HPS cosine, the HPS benchmark tables'
-  convention (peers.md §3.4); AR-GRPO's DrawBench evaluation uses v2.1, hence the default. The
+  convention (docs/reference/peers.md §3.4); AR-GRPO's DrawBench evaluation uses v2.1, hence the default. The
   version is in the column name because v2.0 and v2.1 scores are not comparable.
 
 DrawBench (Saharia et al., Imagen, 2022) is published as a Google sheet with columns "Prompts"

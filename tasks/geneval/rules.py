@@ -7,7 +7,7 @@ the official script is direct:
     bboxes[c]: np.ndarray [n, 5] of (x1, y1, x2, y2, score) for class index c (vocabulary order)
     masks[c]:  list of n HxW bool arrays in the same order (or `masks` is None: box-only detector)
 
-Rules (evaluation.md §5.3): per class keep detections with score > threshold (counting_threshold
+Rules (docs/reference/evaluation.md §5.3): per class keep detections with score > threshold (counting_threshold
 for "counting" prompts), highest score first, at most max_objects, optional greedy NMS with the
 +1-pixel IoU when max_overlap < 1; include clauses are ANDed over the top-`count` detections of
 their class, with optional colour and relative-position checks; exclude clauses fail the image

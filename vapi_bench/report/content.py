@@ -13,6 +13,7 @@ import pandas as pd
 
 from .. import leaderboard as lb
 from ..errors import UsageError
+from ..lab.results import summary_tables
 from . import figures
 from .bundle import RECORDS, bundle_dir, load_bundle
 from .table import Board, build_board, build_summary
@@ -86,11 +87,7 @@ def gather(task: str, results_dir: Path) -> ReportContent:
 def _summaries(results_dir: Path, task: str) -> list[tuple[str, Board]]:
     """`lab tune`'s per-method tables (results/lab-<model>-<task>.csv): tuned lr, mean ± std and
     the paired differences against the base, SFT and the temperature control with their intervals."""
-    found = []
-    for path in sorted(results_dir.glob(f"lab-*-{task}.csv")):
-        if path.stat().st_size:
-            found.append((path.name, build_summary(pd.read_csv(path))))
-    return found
+    return [(name, build_summary(table)) for name, table in summary_tables(results_dir, task)]
 
 
 def finetune_budget(spec: dict[str, Any], steps: list[dict[str, float]]) -> str:

@@ -6,9 +6,12 @@ and a rebuilt page is identical to the committed one.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .. import store
 
 #: training-log keys in the order a reader looks for them; any other numeric key follows
 PREFERRED = ["reward_mean", "reward_std", "reward_mse", "reward_perceptual", "ce", "kl", "entropy", "clip_frac",
@@ -88,3 +91,24 @@ def curve_metrics(df: pd.DataFrame) -> list[str]:
     """The metric columns of a results/curve-<task>.csv (everything but method/variant/steps/seed)."""
     return [c for c in df.columns if c not in {"method", "variant", "steps", "seed", "model", "config"}
             and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def write_training_curves(jsonl: Path, png: Path) -> None:
+    """A fine-tune's own curves.png: every numeric per-step metric of its training log, one panel each."""
+    records = list(store.read_jsonl(jsonl))
+    keys = [k for k in records[-1] if k != "step" and isinstance(records[-1][k], (int, float))] if records else []
+    if not keys:
+        return
+    plt = _pyplot()
+    cols = min(3, len(keys))
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+    steps = [r.get("step", i) for i, r in enumerate(records)]
+    for ax, k in zip(axes.flat, keys):
+        ax.plot(steps, [r.get(k, float("nan")) for r in records])
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    store.atomic_write_bytes(png, _png(fig))

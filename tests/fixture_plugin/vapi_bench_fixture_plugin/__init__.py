@@ -3,7 +3,9 @@
 It lives outside vapi-bench, registers through the `vapi_bench` entry-point group exactly as any
 user package would, and implements the whole generator contract with a real (tiny) model:
 a 4x4 grid of tokens, each one of 8 palette colours; the policy is a class embedding plus a
-position embedding producing per-token logits. docs/plugins.md walks through it.
+position embedding producing per-token logits; and a method, `fixture-sft`, that trains through
+the suite's post-training kit (vapi_bench.training: data order, AdamW, checkpoint/resume, DDP)
+with its own recipe. docs/plugins.md walks through it.
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vapi_bench import Entry, Generator, Param, SampleItem, SamplingRecipe, Task, TaskResult, hookimpl
+from vapi_bench import Entry, Generator, Method, Param, Recipe, SampleItem, SamplingRecipe, Task, TaskResult, hookimpl
 from vapi_bench.errors import CheckpointError
 from vapi_bench.imageio import load_png
 from vapi_bench.seeding import torch_generator
+from vapi_bench.training import ANY_FAMILY, TRAINING_PARAMS, Batch, MetricMeter, finetune_module, teacher_forced_ce
 
 PALETTE = torch.tensor(
     [[-1, -1, -1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1], [1, 1, 1]],
@@ -168,41 +171,43 @@ class PaletteImages(torch.utils.data.Dataset):
         return colour.expand(3, self.size, self.size).clone(), label
 
 
-class NudgeMethod:
-    """Plain next-token cross-entropy fine-tuning for a few steps (a minimal method plugin)."""
+class NudgeMethod(Method):
+    """Next-token cross-entropy fine-tuning (a minimal method plugin): the step function is the
+    method; the kit does the rest, with the same data order and resume as every built-in method."""
 
-    is_identity = False
-
-    def __init__(self, steps: int, lr: float) -> None:
-        self.steps, self.lr = steps, lr
+    def __init__(self, **params: Any) -> None:
+        self.params = params
 
     def finetune(self, generator, dataset, ctx):
-        torch.manual_seed(ctx.seed)
-        opt = torch.optim.SGD(generator.policy.parameters(), lr=self.lr)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=False)
-        step = 0
-        for images, labels in loader:
-            if step >= self.steps:
-                break
-            tokens = generator.encode(images.to(generator.device))
-            logits = generator.teacher_forced_logits(tokens, generator.prepare_conditions(labels.tolist()))
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            ctx.log({"step": step, "ce": loss.item()})
-        return {"steps": step, "final_ce": loss.item()}
+        return finetune_module("fixture-sft", self.params, generator, dataset, ctx, module_name="policy",
+                               module=generator.policy, make_step=lambda cfg: NudgeStep(generator))
+
+
+class NudgeStep:
+    """One optimiser step's losses, one per micro-batch the step function chooses to make (here the
+    whole batch at once: a toy this small needs no accumulation)."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, batch: Batch, meter: MetricMeter):
+        gen = self.generator
+        tokens = gen.encode(batch.images)
+        loss = teacher_forced_ce(gen.teacher_forced_logits(tokens, gen.prepare_conditions(batch.conditions)), tokens)
+        meter.add("ce", loss)
+        yield loss
 
 
 @hookimpl
 def register_methods(register):
-    register(Entry(
-        "fixture-sft",
-        factory=lambda steps, lr: NudgeMethod(steps, lr),
-        summary="Third-party test plugin: a few SGD steps of token cross-entropy",
-        params=(Param("steps", int, 4, "optimizer steps"), Param("lr", float, 1.0, "learning rate")),
-    ))
+    register(Entry("fixture-sft", factory=NudgeMethod, params=TRAINING_PARAMS,
+                   summary="Third-party test plugin: token cross-entropy through vapi_bench.training"))
+
+
+@hookimpl
+def register_recipes(register):
+    # the method's own values on every family (a model's family may still set its own lr, steps...)
+    register(Recipe("fixture-sft", ANY_FAMILY, {"lr": 0.1, "weight_decay": 0.0, "steps": 4, "batch_size": 8}))
 
 
 @hookimpl

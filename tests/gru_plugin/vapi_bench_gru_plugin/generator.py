@@ -12,7 +12,7 @@ from torch import nn
 from vapi_bench import Generator, SamplingRecipe
 from vapi_bench.errors import CheckpointError, UsageError
 from vapi_bench.plugins.llamagen.sampling import cfg_combine, inverse_cdf_draw, logits_to_probs, uses_cfg_at
-from vapi_bench.plugins.shapes.zoo_files import load_vq, read_manifest, zoo_dir_or_default
+from vapi_bench.plugins.shapes.zoo.files import load_vq, read_manifest, zoo_dir_or_default
 from vapi_bench.seeding import torch_generator
 
 GRU_FAMILY = "tiny-gru"

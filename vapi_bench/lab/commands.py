@@ -1,12 +1,14 @@
 """`vapi-bench lab`: the evidence and ablation experiments of the paper, rerun on any model/task.
 
-`lab tune` is the fair protocol (lab_tune.py, lab_report.py): the same lr grid, steps and images
+`lab tune` is the fair protocol (protocol.py, tune.py): the same lr grid, steps and images
 for every method, chosen on a validation reference, then 3 seeds on the test reference, with the
 temperature control and paired confidence intervals. `lab compare` runs several methods x seeds
 through the ordinary runner (every row lands on the task's leaderboard) and, with --curve-steps,
-re-runs the tuned methods at intermediate step budgets to draw the metric-against-step plot. `lab ablate` reproduces the paper's ablations:
-reward composition (Table 4), regulariser weight and CE vs KL (Fig. 4), context noise ξ (Table 5).
-Every ablation row is appended to results/ablations-<task>.csv with its setting.
+re-runs the tuned methods at intermediate step budgets to draw the metric-against-step plot.
+`lab ablate NAME` runs the ablations a method declares (its registry entry's `ablations`; VA-π's:
+reward composition (Table 4), regulariser weight and CE vs KL (Fig. 4), context noise ξ (Table 5)).
+Every ablation row is appended to results/ablations-<task>.csv with its setting. The lab reads
+methods, variants and ablations from the registry and imports no method.
 """
 from __future__ import annotations
 
@@ -15,31 +17,16 @@ from typing import Any, Optional
 
 import typer
 
-from vapi_bench.leaderboard import append_rows
-from vapi_bench.progress import console
-from vapi_bench.runner import RunRequest, Runner, default_results_dir
+from ..leaderboard import append_rows
+from ..progress import console
+from ..registry import get_registry
+from ..runner import RunRequest, Runner, default_results_dir
 
 RESULTS_HELP = "where the rows and curves go (default: <runs-dir>/results; the committed evidence: --results-dir results)"
 PRECISION_HELP = ("auto | fp32 | bf16 for every run (auto = bf16 on CUDA and native-bf16 CPUs, else fp32); runs of "
                   "different precisions are different configurations")
 
 lab_app = typer.Typer(help="Paper experiments: method comparison with curves, and ablations.", no_args_is_help=True)
-
-#: Table 4 (reward terms), Fig. 4 (β, CE vs KL) and Table 5 (ξ) as --set overrides of va-pi
-ABLATIONS: dict[str, list[tuple[str, dict[str, str]]]] = {
-    "reward": [
-        ("perceptual only", {"w_mse": "0", "w_perceptual": "1", "beta": "0"}),
-        ("mse + perceptual", {"w_mse": "1", "w_perceptual": "1", "beta": "0"}),
-        ("prior (CE) only", {"w_mse": "0", "w_perceptual": "0", "beta": "0.1"}),
-        ("mse + perceptual + prior", {"w_mse": "1", "w_perceptual": "1", "beta": "0.1"}),
-    ],
-    "beta": [
-        *[(f"CE beta={b}", {"beta": b}) for b in ("0.01", "0.1", "1.0")],
-        *[(f"KL beta={b}", {"beta": "0", "use_kl": "true", "kl_coef": b}) for b in ("0.01", "0.1", "1.0")],
-    ],
-    "xi": [(f"xi={x}", {"xi": x}) for x in ("0", "0.25", "0.5", "0.75", "0.95")],
-}
-
 
 def _run(model: str, method: str, task: str, seed: int, overrides: dict[str, str], runs_dir: Path,
          results_dir: Path, device: str, leaderboard: bool, batch_size: int = 16,
@@ -57,7 +44,7 @@ def _split(values: str) -> list[str]:
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
-    from vapi_bench.params import parse_set_options
+    from ..params import parse_set_options
 
     return parse_set_options(items)
 
@@ -103,7 +90,7 @@ def _write_curve(rows: list[dict[str, Any]], methods: str, task: str, metric: st
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from vapi_bench.store import atomic_write, atomic_write_text
+    from ..store import atomic_write, atomic_write_text
 
     df = pd.DataFrame(rows)
     none = df[df["method"] == "none"]
@@ -142,7 +129,8 @@ def baseline_overrides(overrides: dict[str, str]) -> dict[str, str]:
 
 @lab_app.command("ablate")
 def ablate(
-    which: str = typer.Argument(..., help="reward | beta | xi"),
+    which: str = typer.Argument(..., help="an ablation the method declares (va-pi: reward | beta | xi)"),
+    method: str = typer.Option("va-pi", "--method", "-a", help="the method whose declared ablation runs"),
     model: str = typer.Option("shapes-c2i", "--model", "-m"),
     task: str = typer.Option("shapes-fid", "--task", "-t"),
     seeds: str = typer.Option("0", "--seeds"),
@@ -154,8 +142,9 @@ def ablate(
     baseline: Optional[bool] = typer.Option(True, "--baseline/--no-baseline", help="also score the base model"),
 ) -> None:
     """One paper ablation on any model/task (e.g. `xi` on shapes-t2i + shapes-geneval, as Table 5)."""
-    if which not in ABLATIONS:
-        raise typer.BadParameter(f"choose one of {', '.join(ABLATIONS)}")
+    entry = get_registry().get("methods", method)
+    if which not in entry.ablations:
+        raise typer.BadParameter(f"method '{entry.name}' declares the ablations: {', '.join(entry.ablations) or 'none'}")
     overrides = _parse_sets(set_)
     results_dir = results_dir or default_results_dir(runs_dir)
     unqualified = [k for k in overrides if "." not in k]
@@ -168,8 +157,8 @@ def ablate(
             rows += [{**r, "ablation": which, "setting": "base model"}
                      for r in _run(model, "none", task, seed, baseline_overrides(overrides), runs_dir, results_dir,
                                    device, leaderboard=False, precision=precision)]
-        for label, setting in ABLATIONS[which]:
-            got = _run(model, "va-pi", task, seed, {**overrides, **{f"method.{k}": v for k, v in setting.items()}},
+        for label, setting in entry.ablations[which]:
+            got = _run(model, entry.name, task, seed, {**overrides, **{f"method.{k}": v for k, v in setting.items()}},
                        runs_dir, results_dir, device, leaderboard=False, precision=precision)
             rows += [{**r, "ablation": which, "setting": label} for r in got]
             console.print(f"{which} / {label} / seed {seed}: done")
@@ -183,7 +172,8 @@ def tune(
     model: str = typer.Option("shapes-c2i", "--model", "-m"),
     task: str = typer.Option("shapes-fid", "--task", "-t"),
     methods: str = typer.Option("sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste", "--methods",
-                                help="registered methods, or va-pi:reward-only / va-pi:prior-only (Table 4)"),
+                                help="registered methods, or METHOD:VARIANT for a variant a method declares "
+                                "(va-pi:reward-only / va-pi:prior-only, Table 4)"),
     lr_factors: str = typer.Option("0.333,1,3", "--lr-factors", help="the grid: recipe lr x each factor"),
     lr_center: Optional[float] = typer.Option(None, "--lr-center", help="grid centre (default: the family recipe lr)"),
     tune_seed: int = typer.Option(0, "--tune-seed"),
@@ -210,8 +200,8 @@ def tune(
 ) -> None:
     """The fair protocol: equal lr grid per method, chosen on validation, 3 test seeds, controls, CIs."""
     results_dir = results_dir or default_results_dir(runs_dir)
-    from .lab_report import TuneSetup, load_task_of, run_tune
-    from .lab_tune import resolve_selection
+    from .protocol import resolve_selection
+    from .tune import TuneSetup, load_task_of, run_tune
 
     overrides = _parse_sets(set_)
     selection = resolve_selection(load_task_of(task, overrides), task, _parse_sets(validate) if validate else None,
@@ -244,7 +234,7 @@ def temperature_sweep(
     Writes <results-dir>/temperature-<model>-<task>.csv (appending; one row per temperature x seed x variant)."""
     results_dir = results_dir or default_results_dir(runs_dir)
     overrides = baseline_overrides(_parse_sets(set_))
-    from .lab_report import load_task_of
+    from .tune import load_task_of
 
     declared = load_task_of(task, overrides).validation
     metric = declared.metric if declared else "fid"  # the task's own headline (GenEval: overall)

@@ -10,7 +10,7 @@ from rich.table import Table
 from vapi_bench.errors import CheckpointError, UsageError
 from vapi_bench.progress import console, out
 
-from .zoo_files import MANIFEST, read_manifest, verify_file, zoo_dir_or_default
+from .files import MANIFEST, read_manifest, verify_file, zoo_dir_or_default
 
 zoo_app = typer.Typer(no_args_is_help=True, help="Build or inspect the shapes world's model zoo.")
 
@@ -29,7 +29,7 @@ def build_command(
     existing zoo)."""
     import torch
 
-    from .zoo import EXTRA_STAGES, build_extra, build_zoo
+    from .build import EXTRA_STAGES, build_extra, build_zoo
 
     if threads < 0:
         raise UsageError(f"--threads must be >= 0, got {threads}.")
@@ -46,7 +46,7 @@ def build_command(
 
 def _quick_or_none(quick: bool) -> Any:
     """--quick with --only forces the toy sizes; otherwise the zoo's own preset (read from its manifest)."""
-    from .zoo_config import QUICK
+    from .config import QUICK
 
     return QUICK if quick else None
 

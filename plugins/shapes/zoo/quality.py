@@ -10,7 +10,9 @@ Samples are index-seeded (`derive_seed(seed, i, stream)`), so the figures are re
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,25 +21,28 @@ from vapi_bench.imageio import to_uint8
 from vapi_bench.interfaces import Generator, SamplingRecipe, iter_batches
 from vapi_bench.seeding import derive_seed
 
-from ..llamagen.vq import VQModel
-from .data import _ShapesBase
-from .detector import ShapesDetector, recovers_objects
-from .features import ShapesFeatureNet
-from .vocab import NUM_CLASSES, class_attributes
-from .zoo_train import images_to_float
+from ...llamagen.vq import VQModel
+from ..data import ShapesDataset, caption_dataset, class_dataset
+from ..detector import ShapesDetector, recovers_objects
+from ..features import ShapesFeatureNet, load_feature_net
+from ..generators import DEFAULT_RECIPES, build_shapes_generator
+from ..vocab import NUM_CLASSES, class_attributes
+from .config import ZooConfig
+from .files import FILES
+from .train import images_to_float
 
 BATCH = 64
 Advance = Callable[[int], None]
 
 
-def _stack(dataset: _ShapesBase, n: int) -> tuple[torch.Tensor, list]:
+def _stack(dataset: ShapesDataset, n: int) -> tuple[torch.Tensor, list]:
     scenes = [dataset.scene(i) for i in range(min(n, len(dataset)))]
     images = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2)
     return images, scenes
 
 
 @torch.no_grad()
-def reconstruction_recovery(vq: VQModel, dataset: _ShapesBase, n: int, advance: Advance | None = None) -> float:
+def reconstruction_recovery(vq: VQModel, dataset: ShapesDataset, n: int, advance: Advance | None = None) -> float:
     """Fraction of the first n held-out scenes whose VQ round trip the detector reads exactly."""
     images, scenes = _stack(dataset, n)
     detector = ShapesDetector()
@@ -105,3 +110,52 @@ def t2i_sample_count(per_prompt: int, prompts_per_tag: int) -> int:
     from vapi_bench.tasks.shapes.geneval_task import shapes_metadata
 
     return per_prompt * len(shapes_metadata(n=prompts_per_tag))
+
+
+#: the CFG scales of the quality sweep
+CFG_SWEEP = (1.0, 2.0, 3.0, 4.0)
+
+
+def measure_quality(zoo: Path, cfg: ZooConfig, seed: int, stages: Any) -> dict[str, Any]:
+    """Gate figures and a CFG sweep, through the registered generators built from `zoo`."""
+    c2i = build_shapes_generator("shapes-c2i", zoo_dir=str(zoo))
+    t2i = build_shapes_generator("shapes-t2i", zoo_dir=str(zoo))
+    featnet = load_feature_net(zoo / FILES["featnet"])
+    quality: dict[str, Any] = {}
+    with stages.stage("reconstructions", 2 * cfg.n_recon_eval) as step:
+        recon = {
+            "class": reconstruction_recovery(c2i.vq, class_dataset("test", cfg.n_recon_eval, cfg.image_size, seed),
+                                             cfg.n_recon_eval, step),
+            "captions": reconstruction_recovery(c2i.vq, caption_dataset("test", cfg.n_recon_eval, cfg.image_size, seed),
+                                                cfg.n_recon_eval, step),
+        }
+    recon["all"] = (recon["class"] + recon["captions"]) / 2
+    quality["reconstruction_recovery"] = recon
+
+    c2i_per_scale = cfg.c2i_samples_per_class * NUM_CLASSES
+    with stages.stage("c2i CFG sweep", c2i_per_scale * len(CFG_SWEEP)) as step:
+        quality["c2i_sweep"] = {
+            f"{scale:g}": c2i_accuracy(c2i, featnet, cfg.c2i_samples_per_class, seed,
+                                       _recipe("c2i", scale), step)
+            for scale in CFG_SWEEP
+        }
+    t2i_per_scale = t2i_sample_count(cfg.t2i_samples_per_prompt, cfg.n_t2i_prompts_per_tag)
+    with stages.stage("t2i CFG sweep", t2i_per_scale * len(CFG_SWEEP)) as step:
+        quality["t2i_sweep"] = {
+            f"{scale:g}": t2i_geneval(t2i, cfg.t2i_samples_per_prompt, cfg.n_t2i_prompts_per_tag, seed,
+                                      _recipe("t2i", scale), step)
+            for scale in CFG_SWEEP
+        }
+    c2i_default = f"{DEFAULT_RECIPES['c2i'].cfg_scale:g}"
+    t2i_default = f"{DEFAULT_RECIPES['t2i'].cfg_scale:g}"
+    quality["gates"] = {
+        "reconstruction_recovery": recon["all"],
+        "c2i_class_accuracy": quality["c2i_sweep"][c2i_default]["class_accuracy"],
+        "t2i_single_object": quality["t2i_sweep"][t2i_default]["single_object"],
+        "recipes": {"c2i": DEFAULT_RECIPES["c2i"].as_dict(), "t2i": DEFAULT_RECIPES["t2i"].as_dict()},
+    }
+    return quality
+
+
+def _recipe(kind: str, scale: float) -> SamplingRecipe:
+    return replace(DEFAULT_RECIPES[kind], cfg_scale=scale)

@@ -1,10 +1,11 @@
 """A frozen copy of the policy's initial weights, run through the generator's own code: the KL
-reference of ar-grpo and the likelihood-ratio reference of cca, under DDP and under FSDP.
+reference of ar-grpo and va-pi (use_kl) and the likelihood-ratio reference of cca, under DDP and
+under FSDP.
 
 - One device or DDP: a detached clone of the parameters, swapped into the policy (zero-copy) for
   the reference forwards (`swapped_parameters`).
 - FSDP (`sharding=fsdp` on several ranks): the policy the generator runs is a sharded copy
-  (`harness._trained_copy`) and the original module waits on the CPU, untouched, with the weights
+  (`finetune._trained_copy`) and the original module waits on the CPU, untouched, with the weights
   training started from (a resumed run restores into the sharded copy only). The reference is a
   second sharded copy of that original, frozen and outside the optimiser, so each device holds
   1/world of it; it is built at its first use, inside training, hence from the CPU (no whole
@@ -14,17 +15,15 @@ reference of ar-grpo and the likelihood-ratio reference of cca, under DDP and un
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from vapi_bench import distributed
-from vapi_bench.errors import UsageError
-from vapi_bench.interfaces import Generator
-
-from .harness import module_slot
-from .method import swapped_parameters
+from .. import distributed
+from ..errors import UsageError
+from ..interfaces import Generator
+from .finetune import module_slot
 
 
 class FrozenReference:
@@ -83,3 +82,20 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
         for item in vars(value).values():
             if isinstance(item, (torch.Tensor, tuple, list, dict)):
                 yield from _tensors(item)
+
+
+@contextlib.contextmanager
+def swapped_parameters(module: nn.Module, tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Temporarily point the module's parameters at other tensors (zero-copy), e.g. the frozen
+    initial weights of a reference, so the generator runs them through its own code."""
+    params = list(module.parameters())
+    if len(params) != len(tensors):
+        raise ValueError("reference weights do not match the policy's parameters")
+    saved = [p.data for p in params]
+    try:
+        for p, t in zip(params, tensors):
+            p.data = t
+        yield
+    finally:
+        for p, t in zip(params, saved):
+            p.data = t

@@ -29,12 +29,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import distributed
-from .errors import NON_FINITE_PROBABILITIES, CheckpointError, TrainingDiverged, UsageError
-from .interfaces import Condition, StageContext
-from .progress import add_task, advance, summary
-from .seeding import derive_seed
-from .store import atomic_write
+from .. import distributed
+from ..errors import NON_FINITE_PROBABILITIES, CheckpointError, TrainingDiverged, UsageError
+from ..interfaces import Condition, StageContext
+from ..progress import add_task, advance, summary
+from ..seeding import derive_seed
+from ..store import atomic_write
 
 CHECKPOINT_NAME = "train_state.pt"
 
@@ -431,8 +431,8 @@ def training_dataset(dataset: Any, name: str | None, image_size: int) -> Any:
     if dataset is None:
         if not name:
             raise UsageError("No training dataset: the generator names no default; pass dataset=<name>.")
-        from .params import resolve_params
-        from .registry import get_registry
+        from ..params import resolve_params
+        from ..registry import get_registry
 
         entry = get_registry().get("datasets", name)
         sized = {p.name: image_size for p in entry.params if p.name in ("image_size", "size")}

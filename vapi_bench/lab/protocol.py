@@ -1,7 +1,8 @@
 """The fair-lab protocol behind `vapi-bench lab tune`: the same tries for every method.
 
-Every method (and every Table 4 variant of VA-π) gets the same learning-rate grid factors around
-its recipe's lr (on the shapes world one lr for every method, recipes.post_training_lr), the same
+Every method (and every variant a method declares, e.g. VA-π's Table 4 rows) gets the same
+learning-rate grid factors around its recipe's lr (on the shapes world one lr for every method,
+vapi_bench.training.post_training_lr), the same
 steps and images; each grid point is trained once on the tune seed and scored on a VALIDATION
 setting of the task (shapes-fid: reference_split=val, a reference set
 disjoint from the test one). The best grid point is then trained with every test seed and scored
@@ -18,13 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from vapi_bench.errors import UsageError
-
-#: Table 4 of the paper as lab variants of va-pi ("both" terms is va-pi itself)
-VAPI_VARIANTS: dict[str, dict[str, str]] = {
-    "reward-only": {"beta": "0"},
-    "prior-only": {"w_mse": "0", "w_perceptual": "0"},
-}
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -40,14 +35,20 @@ class LabMethod:
         return {f"method.{k}": v for k, v in self.settings.items()}
 
 
-def parse_lab_method(spec: str) -> LabMethod:
-    """'sft' -> sft; 'va-pi:reward-only' -> va-pi with VAPI_VARIANTS['reward-only']."""
+def parse_lab_method(spec: str, registry: Any = None) -> LabMethod:
+    """'sft' -> sft; 'va-pi:reward-only' -> va-pi with the settings of the variant its registry
+    entry declares (Entry.variants)."""
     name, _, variant = spec.partition(":")
     if not variant:
         return LabMethod(spec, spec)
-    if name != "va-pi" or variant not in VAPI_VARIANTS:
-        raise UsageError(f"lab method {spec!r}: variants exist for va-pi only ({', '.join(VAPI_VARIANTS)}).")
-    return LabMethod(spec, name, dict(VAPI_VARIANTS[variant]))
+    from ..registry import get_registry
+
+    entry = (registry or get_registry()).get("methods", name)
+    if variant not in entry.variants:
+        declared = ", ".join(f"{entry.name}:{v}" for v in entry.variants) or "none"
+        raise UsageError(f"lab method {spec!r}: method '{entry.name}' declares no variant '{variant}' "
+                         f"(its variants: {declared}).")
+    return LabMethod(spec, name, dict(entry.variants[variant]))
 
 
 def lr_grid(center: float, factors: Sequence[float]) -> list[float]:

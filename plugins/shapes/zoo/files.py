@@ -20,12 +20,12 @@ from vapi_bench.errors import CheckpointError
 from vapi_bench.store import atomic_write
 from vapi_bench.weights import sha256_file
 
-from ..llamagen.gpt import GPT, GPTConfig
-from ..llamagen.vq import VQConfig, VQModel
-from .words import ShapesWordEncoder
+from ...llamagen.gpt import GPT, GPTConfig
+from ...llamagen.vq import VQConfig, VQModel
+from ..words import ShapesWordEncoder
 
 #: the zoo shipped inside the package (written by `vapi-bench zoo build`)
-PACKAGED_ZOO = Path(__file__).resolve().parent / "zoo"
+PACKAGED_ZOO = Path(__file__).resolve().parent  # the weights ship beside this package's modules
 MANIFEST = "manifest.json"
 FORMAT = "vapi-bench-shapes-zoo/1"
 FILES: dict[str, str] = {

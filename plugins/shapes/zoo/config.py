@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .zoo_train import OptimConfig
+from .train import OptimConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ZooConfig:
     n_caption_images: int = 16_000
     vq_optim: OptimConfig = OptimConfig(steps=1400, batch_size=16, lr=3e-3)
     vq_restart_every: int = 20
-    vq_edge_boost: float = 8.0  # L2 weight of pixels next to object edges (see zoo_train.edge_weights)
+    vq_edge_boost: float = 8.0  # L2 weight of pixels next to object edges (see train.edge_weights)
     c2i_optim: OptimConfig = OptimConfig(steps=4000, batch_size=32, lr=6e-3, warmup=30)
     t2i_optim: OptimConfig = OptimConfig(steps=4000, batch_size=32, lr=6e-3, warmup=30)
     t2i_from_c2i: bool = True  # warm-start the t2i GPT's trunk from the trained c2i GPT

@@ -20,8 +20,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from vapi_bench.errors import TrainingDiverged
 from vapi_bench.seeding import torch_generator
 
-from ..llamagen.gpt import GPT
-from ..llamagen.vq import VQModel
+from ...llamagen.gpt import GPT
+from ...llamagen.vq import VQModel
 
 #: on_step(step, {"loss": ..., ...}) after every optimiser step (progress bars, logs)
 StepCallback = Callable[[int, dict[str, float]], None]
@@ -52,7 +52,7 @@ def lr_at(step: int, cfg: OptimConfig) -> float:
 
 def final_lr(cfg: OptimConfig) -> float:
     """The learning rate the schedule ends at (the cosine floor): where pre-training left the
-    model, and hence the reference for post-training learning rates (va_pi.recipes)."""
+    model, and hence the reference for post-training learning rates (shapes/families.py)."""
     return cfg.lr * cfg.min_lr_ratio
 
 

@@ -1,7 +1,8 @@
 """The pixel objective shared by VA-π (as a reward) and the PT/STE baselines (as a loss).
 
 d(Î, I) = w_mse · MSE(Î, I) + w_p · perceptual(Î, I) per image; VA-π's reward is -d
-(reference/vapi.md §1.2: decoded fp32, unclamped, against the original image).
+(docs/reference/vapi.md §1.2: decoded fp32, unclamped, against the original image).
+`PIXEL_PARAMS` are the parameters `build_pixel_objective` and `decoded_distances` read.
 """
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from vapi_bench.interfaces import Generator
+from ..interfaces import Generator
+from ..params import Param
+
+PIXEL_PARAMS: tuple[Param, ...] = (
+    Param("w_mse", float, 1.0, "weight of the pixel MSE term (images in [-1, 1])"),
+    Param("w_perceptual", float, 1.0, "weight of the perceptual term (0 = no perceptual scorer is built)"),
+    Param("perceptual", str, None, "perceptual scorer (registered scorer name); None = the recipe's", from_recipe=True),
+    Param("perceptual_weights", str, None, "the perceptual scorer's network weights (its `weights` parameter: "
+          "local path, or URL / hf:// for LPIPS); None = the scorer's default"),
+    Param("decode_chunk", int, None, "images decoded (and scored) per batch; None = the recipe's (engine default 8)",
+          from_recipe=True),
+)
 
 
 class PixelObjective(nn.Module):
@@ -40,7 +52,7 @@ def build_pixel_objective(values: Mapping[str, Any], device: torch.device) -> Pi
     when its weight is non-zero."""
     scorer = None
     if values["w_perceptual"]:
-        from vapi_bench import load_scorer
+        from .. import load_scorer
 
         extra = {"weights": values["perceptual_weights"]} if values.get("perceptual_weights") else {}
         scorer = load_scorer(values["perceptual"], **extra).to(device).eval()

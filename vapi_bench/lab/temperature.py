@@ -14,10 +14,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from vapi_bench.errors import UsageError
-from vapi_bench.interfaces import Generator
-
-from .objective import teacher_forced_ce
+from ..errors import UsageError
+from ..interfaces import Generator
+from ..training.losses import teacher_forced_ce
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def cached_policy_stats(stage_dir: Path, heldout_key: str, compute: Callable[[],
     (policy-stats-<heldout_key>.json): the weights of a stage never change, so rebuilding a lab
     table does not teacher-force every policy again. heldout_key names the held-out set and the
     settings that computed the statistics; another key computes (and keeps) its own."""
-    from vapi_bench.store import atomic_write_json
+    from ..store import atomic_write_json
 
     path = Path(stage_dir) / f"policy-stats-{heldout_key}.json"
     if path.exists():

@@ -12,94 +12,33 @@ machine and thread count produce byte-identical weights.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 
-from vapi_bench.interfaces import SamplingRecipe
 from vapi_bench.precision import cpu_has_native_bf16
 from vapi_bench.progress import add_task, advance, make_progress
 from vapi_bench.seeding import derive_seed
 from vapi_bench.store import atomic_write_json
 
-from ..llamagen.gpt import GPT, GPTConfig
-from ..llamagen.vq import VQConfig, VQModel
-from .data import caption_dataset, class_dataset
-from .features import load_feature_net, save_feature_net, train_feature_net
-from .generators import DEFAULT_RECIPES, build_shapes_generator
-from .vocab import NUM_CLASSES, class_attributes, with_article
-from .words import ShapesWordEncoder
-from .zoo_config import ZooConfig, preset
-from .zoo_files import FILES, FORMAT, MANIFEST, MAX_TOTAL_BYTES, file_record, save_module, zoo_dir_or_default
-from .zoo_quality import c2i_accuracy, reconstruction_recovery, t2i_geneval, t2i_sample_count
-from .zoo_train import OptimConfig, encode_dataset, train_gpt, train_vq
-
-CFG_SWEEP = (1.0, 2.0, 3.0, 4.0)
-
-
-@dataclass
-class TrainingSets:
-    """Rendered training images (uint8 NCHW) with their labels / captions and a content hash."""
-
-    class_images: torch.Tensor
-    class_labels: torch.Tensor
-    caption_images: torch.Tensor
-    captions: list[str]
-    sha256: str
-
-
-def render_sets(cfg: ZooConfig, seed: int, step: Any) -> TrainingSets:
-    """Render the train splits; `step(n)` advances a progress bar by n images."""
-
-    def render(dataset) -> list[np.ndarray]:
-        scenes = []
-        for i in range(len(dataset)):
-            scenes.append(dataset.scene(i))
-            if i % 256 == 255 or i == len(dataset) - 1:
-                step(i % 256 + 1)
-        return scenes
-
-    classes = render(class_dataset("train", cfg.n_class_images, cfg.image_size, seed))
-    captioned = render(caption_dataset("train", cfg.n_caption_images, cfg.image_size, seed))
-    class_images = np.stack([s.image for s in classes])
-    caption_images = np.stack([s.image for s in captioned])
-    captions = [str(s.caption) for s in captioned]
-    digest = hashlib.sha256()
-    for part in (class_images.tobytes(), caption_images.tobytes(), "\n".join(captions).encode()):
-        digest.update(part)
-    return TrainingSets(
-        class_images=torch.from_numpy(class_images).permute(0, 3, 1, 2).contiguous(),
-        class_labels=torch.tensor([int(s.label) for s in classes]),
-        caption_images=torch.from_numpy(caption_images).permute(0, 3, 1, 2).contiguous(),
-        captions=captions,
-        sha256=digest.hexdigest(),
-    )
-
-
-class CaptionConditions:
-    """Left-padded word-encoder features of the training captions, encoded once per distinct caption."""
-
-    def __init__(self, encoder: ShapesWordEncoder, captions: list[str]):
-        distinct = sorted(set(captions))
-        position = {c: i for i, c in enumerate(distinct)}
-        self.features, self.mask = encoder.encode(distinct)
-        self.index = torch.tensor([position[c] for c in captions])
-        self.distinct = len(distinct)
-
-    def __call__(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        which = self.index[rows]
-        return self.features[which], self.mask[which]
-
+from ...llamagen.gpt import GPT, GPTConfig
+from ...llamagen.vq import VQConfig, VQModel
+from ..data import class_dataset
+from ..features import save_feature_net, train_feature_net
+from ..vocab import NUM_CLASSES
+from ..words import ShapesWordEncoder
+from .config import ZooConfig, preset
+from .files import FILES, FORMAT, MANIFEST, MAX_TOTAL_BYTES, file_record, save_module, zoo_dir_or_default
+from .quality import measure_quality
+from .train import OptimConfig, encode_dataset, train_gpt, train_vq
+from .training_sets import CaptionConditions, render_sets, t2i_training_set
 
 @contextmanager
 def _staging(root: Path) -> Iterator[Path]:
@@ -265,17 +204,6 @@ SMALL_GPTS = ("c2i-small", "c2i-small-ls")
 T2I_GPTS = ("t2i", "t2i-ls")
 
 
-def t2i_training_set(cfg: ZooConfig, encoder: ShapesWordEncoder, sets: TrainingSets, class_tokens: torch.Tensor,
-                     caption_tokens: torch.Tensor) -> tuple[torch.Tensor, CaptionConditions]:
-    """The t2i GPTs' tokens and captions: the caption set, plus the class images captioned
-    (`class_captions`) when the config says so."""
-    tokens, texts = caption_tokens, sets.captions
-    if cfg.t2i_class_captions:
-        tokens = torch.cat([caption_tokens, class_tokens])
-        texts = sets.captions + class_captions(sets.class_labels.tolist())
-    return tokens, CaptionConditions(encoder, texts)
-
-
 def train_t2i(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, kind: str, encoder: ShapesWordEncoder,
               captions: CaptionConditions, tokens: torch.Tensor, c2i: GPT, vocab_size: int,
               side: int) -> dict[str, Any]:
@@ -342,7 +270,7 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
                 show_progress: bool = True) -> dict[str, Any]:
     """Train one extra model of an existing zoo (its build seed; the zoo's VQ for c2i-small) and add
     it to the manifest; the zoo's other files are untouched."""
-    from .zoo_files import read_manifest, verify_file
+    from .files import read_manifest, verify_file
 
     if only not in EXTRA_STAGES:
         raise ValueError(f"zoo build --only: choose one of {', '.join(EXTRA_STAGES)}, got {only!r}.")
@@ -360,7 +288,7 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
         if only == "reward-net":
             part = train_reward_net(cfg, seed, stages, staging)
         else:
-            from .zoo_files import load_gpt, load_vq, word_encoder
+            from .files import load_gpt, load_vq, word_encoder
 
             with stages.stage("render data", cfg.n_class_images + cfg.n_caption_images) as step:
                 sets = render_sets(cfg, seed, step)
@@ -398,17 +326,6 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
     return manifest
 
 
-def class_captions(labels: list[int]) -> list[str]:
-    """Captions of class images in GenEval's grammar, alternating single_object ("a photo of a
-    circle") and colors ("a photo of a red circle"): the caption set's one-object scenes use small
-    radii (four objects must fit), so without these the t2i GPT never sees a large lone object."""
-    out = []
-    for index, label in enumerate(labels):
-        shape, colour = class_attributes(label)
-        out.append(f"a photo of {with_article(shape)}" if index % 2 == 0 else f"a photo of {with_article(colour)} {shape}")
-    return out
-
-
 def _train_gpt_stage(stages: _Stages, name: str, gpt_cfg: GPTConfig, tokens: torch.Tensor, conditions: Any,
                      optim: OptimConfig, bf16: bool, seed: int,
                      warm_start: GPT | None = None, label_smoothing: float = 0.0) -> tuple[GPT, dict[str, float]]:
@@ -435,46 +352,3 @@ def copy_trunk(source: GPT, target: GPT) -> list[str]:
     return copied
 
 
-def measure_quality(zoo: Path, cfg: ZooConfig, seed: int, stages: _Stages) -> dict[str, Any]:
-    """Gate figures and a CFG sweep, through the registered generators built from `zoo`."""
-    c2i = build_shapes_generator("shapes-c2i", zoo_dir=str(zoo))
-    t2i = build_shapes_generator("shapes-t2i", zoo_dir=str(zoo))
-    featnet = load_feature_net(zoo / FILES["featnet"])
-    quality: dict[str, Any] = {}
-    with stages.stage("reconstructions", 2 * cfg.n_recon_eval) as step:
-        recon = {
-            "class": reconstruction_recovery(c2i.vq, class_dataset("test", cfg.n_recon_eval, cfg.image_size, seed),
-                                             cfg.n_recon_eval, step),
-            "captions": reconstruction_recovery(c2i.vq, caption_dataset("test", cfg.n_recon_eval, cfg.image_size, seed),
-                                                cfg.n_recon_eval, step),
-        }
-    recon["all"] = (recon["class"] + recon["captions"]) / 2
-    quality["reconstruction_recovery"] = recon
-
-    c2i_per_scale = cfg.c2i_samples_per_class * NUM_CLASSES
-    with stages.stage("c2i CFG sweep", c2i_per_scale * len(CFG_SWEEP)) as step:
-        quality["c2i_sweep"] = {
-            f"{scale:g}": c2i_accuracy(c2i, featnet, cfg.c2i_samples_per_class, seed,
-                                       _recipe("c2i", scale), step)
-            for scale in CFG_SWEEP
-        }
-    t2i_per_scale = t2i_sample_count(cfg.t2i_samples_per_prompt, cfg.n_t2i_prompts_per_tag)
-    with stages.stage("t2i CFG sweep", t2i_per_scale * len(CFG_SWEEP)) as step:
-        quality["t2i_sweep"] = {
-            f"{scale:g}": t2i_geneval(t2i, cfg.t2i_samples_per_prompt, cfg.n_t2i_prompts_per_tag, seed,
-                                      _recipe("t2i", scale), step)
-            for scale in CFG_SWEEP
-        }
-    c2i_default = f"{DEFAULT_RECIPES['c2i'].cfg_scale:g}"
-    t2i_default = f"{DEFAULT_RECIPES['t2i'].cfg_scale:g}"
-    quality["gates"] = {
-        "reconstruction_recovery": recon["all"],
-        "c2i_class_accuracy": quality["c2i_sweep"][c2i_default]["class_accuracy"],
-        "t2i_single_object": quality["t2i_sweep"][t2i_default]["single_object"],
-        "recipes": {"c2i": DEFAULT_RECIPES["c2i"].as_dict(), "t2i": DEFAULT_RECIPES["t2i"].as_dict()},
-    }
-    return quality
-
-
-def _recipe(kind: str, scale: float) -> SamplingRecipe:
-    return replace(DEFAULT_RECIPES[kind], cfg_scale=scale)

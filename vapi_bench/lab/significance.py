@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from scipy import linalg
 
-from vapi_bench.errors import UsageError
+from ..errors import UsageError
 
 Statistic = Callable[[np.ndarray], float]
 

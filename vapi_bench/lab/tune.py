@@ -1,6 +1,6 @@
 """`lab tune` end to end: tune every method alike, run the chosen settings, the controls and the CIs.
 
-Writes, under the results directory (<m> = model, <t> = task):
+Writes, under the results directory (<m> = model, <t> = task; the format: results.py):
 - lab-<m>-<t>-validation.csv: every grid point's validation rows (label, lr, lr_grid, chosen);
 - lab-<m>-<t>-seeds.csv: the test rows per seed of the base, every method at its chosen lr and the
   temperature controls (with the teacher-forced entropy / held-out CE of each fine-tuned policy);
@@ -23,18 +23,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from vapi_bench.errors import UsageError
-from vapi_bench.leaderboard import append_rows, leaderboard_path
-from vapi_bench.progress import console
-from vapi_bench.hashing import stable_hash
-from vapi_bench.store import atomic_write_json, write_csv
-
-from .lab_tune import LabMethod, choose, lr_grid, parse_lab_method
+from ..errors import UsageError
+from ..hashing import stable_hash
+from ..leaderboard import append_rows, leaderboard_path
+from ..progress import console
+from ..store import atomic_write_json, write_csv
+from ..training.losses import teacher_forced_ce
+from ..training.recipes import recipe_lr as lookup_recipe_lr
+from .protocol import LabMethod, choose, lr_grid, parse_lab_method
+from .results import REFERENCES, SUMMARY_METRICS, lab_paths
 from .significance import PairedDelta, Statistic, fid_statistic, group_mean_statistic, paired_bootstrap
-
-#: the labels every method is compared against (when they are part of the run)
-REFERENCES = ("none", "sft")
-SUMMARY_METRICS = ("fid", "kid", "inception_score", "precision", "recall", "class_accuracy", "overall")
 
 
 @dataclass
@@ -69,9 +67,9 @@ def _model_params(overrides: dict[str, str]) -> dict[str, str]:
 
 
 def _generator(setup: TuneSetup) -> Any:
-    from vapi_bench import load_generator
-    from vapi_bench.params import resolve_params
-    from vapi_bench.registry import get_registry
+    from .. import load_generator
+    from ..params import resolve_params
+    from ..registry import get_registry
 
     entry = get_registry().get("generators", setup.model)
     params = resolve_params(entry.params, _model_params(setup.overrides), f"model '{setup.model}'")
@@ -79,18 +77,16 @@ def _generator(setup: TuneSetup) -> Any:
 
 
 def recipe_lr(generator: Any, method: str) -> float:
-    """The centre of a method's lr grid: its recipe's lr for this generator (for the shapes world
-    every method's recipe follows the same rule, recipes.post_training_lr)."""
-    from vapi_bench import load_method
+    """The centre of a method's lr grid: the lr its recipe lookup gives this generator (on the
+    shapes world every method follows the same rule, vapi_bench.training.post_training_lr)."""
+    from ..registry import get_registry
 
-    from .recipes import method_recipe_lr
-
-    return method_recipe_lr(load_method(method), generator)
+    return lookup_recipe_lr(get_registry().get("methods", method).name, generator)
 
 
 def load_task_of(name: str, overrides: dict[str, str]) -> Any:
     """The task as the lab's test runs build it: its parameters with the task.* overrides."""
-    from vapi_bench import load_task
+    from .. import load_task
 
     return load_task(name, **{k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("task.")})
 
@@ -161,9 +157,8 @@ def _run_record(runs_dir: Path, run_id: str) -> dict[str, Any]:
 
 def _heldout(setup: TuneSetup, generator: Any) -> tuple[Any, list[Any]]:
     """The generator's default dataset, held-out 'test' split, first control_n items."""
-    from vapi_bench.params import resolve_params
-    from vapi_bench.registry import get_registry
-
+    from ..params import resolve_params
+    from ..registry import get_registry
     from .temperature import heldout_set
 
     entry = get_registry().get("datasets", generator.default_dataset)
@@ -193,8 +188,6 @@ def temperature_controls(setup: TuneSetup, base: Any, labs: list[LabMethod], tes
                                "device": next(base.policy.parameters()).device.type})
     base_logits, base_tokens = teacher_forced_logits(base, images, conditions)
     curve = TemperatureCurve(base_logits)
-    from .objective import teacher_forced_ce
-
     base_stats = {"entropy": curve.entropy(1.0), "heldout_ce": float(teacher_forced_ce(base_logits, base_tokens))}
     for row in test_rows + validation_rows:
         if row["label"] == "none":
@@ -260,7 +253,7 @@ def _variant_keys(runs_dir: Path, row: dict[str, Any]) -> dict[str, str]:
 def _paired_data(setup: TuneSetup, base: Any) -> Optional[PairedMetric]:
     """The task's paired data: FID features per sample, or GenEval correctness per prompt; None
     when the task offers neither."""
-    from vapi_bench.store import read_jsonl
+    from ..store import read_jsonl
 
     task = load_task_of(setup.task, setup.overrides)
     if hasattr(task, "sample_features"):
@@ -285,11 +278,11 @@ def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, An
                  test_rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
-    stem = f"lab-{setup.model}-{setup.task}"
+    paths = lab_paths(setup.results_dir, setup.model, setup.task)
     setup.results_dir.mkdir(parents=True, exist_ok=True)
     if validation_rows:
-        write_csv(setup.results_dir / f"{stem}-validation.csv", _uniform(validation_rows))
-    write_csv(setup.results_dir / f"{stem}-seeds.csv", _uniform(test_rows))
+        write_csv(paths.validation, _uniform(validation_rows))
+    write_csv(paths.seeds, _uniform(test_rows))
     df = pd.DataFrame(test_rows)
     paired = _paired_data(setup, base)
     summary = []
@@ -338,8 +331,8 @@ def write_report(setup: TuneSetup, base: Any, validation_rows: list[dict[str, An
                 row[column], row[f"{column}_ci_low"], row[f"{column}_ci_high"] = delta.delta, delta.ci_low, delta.ci_high
                 row[f"real_vs_{name}"] = delta.real
         summary.append(row)
-    write_csv(setup.results_dir / f"{stem}.csv", _uniform(summary))
-    console.print(f"wrote {setup.results_dir / stem}.csv (+ -seeds.csv, -validation.csv)")
+    write_csv(paths.summary, _uniform(summary))
+    console.print(f"wrote {paths.summary} (+ {paths.seeds.name}, {paths.validation.name})")
 
 
 def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

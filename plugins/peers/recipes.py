@@ -1,0 +1,71 @@
+"""AR-GRPO's and CCA's own recipes per model family (hook `register_recipes`).
+
+Their values differ from the family's shared budget (AR-GRPO trains LlamaGen at lr 1e-5, VA-π at
+1e-6), so each is a whole table of its own, which overrides the family's defaults. A family neither
+table knows leaves their method keys (rewards, rollout_cfg, ...) unset: the run stops before any
+stage naming them. On the shapes world both follow the family's lr (the paper's post-training ratio
+to where pre-training ended, the rule every shapes method follows), so the lr is left to the family.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from vapi_bench.interfaces import Recipe
+
+# AR-GRPO (docs/reference/peers.md §1.2: run_c2i_train.sh / run_t2i_train.sh). batch_size counts
+# prompts per optimiser step (each gets G rollouts); micro_batch counts prompts per forward. The
+# official rewards (CLIP B/32 and HPS v2.1 cosines x5 and their quantised copies, MANIQA, three
+# Qwen-VL judges) are approximated by the preference scorers available here.
+_AR_GRPO_C2I = {
+    "lr": 1e-5, "weight_decay": 0.0, "group_size": 8, "rollout_cfg": 2.0, "beta": 0.1,
+    # 4 classes x 8 completions per step on 4 GPUs (8 completions = 1 prompt per device)
+    "batch_size": 4, "micro_batch": 1, "steps": 400, "ckpt_every": 100, "decode_chunk": 8,
+    "rewards": "clip-score[arch=ViT-B-32]:5,hpsv2.1:5",  # ARG's CLIP is B/32 (docs/reference/peers.md §1.4)
+}
+_AR_GRPO_T2I = {**_AR_GRPO_C2I, "rollout_cfg": 4.0, "beta": 1.0, "batch_size": 8, "micro_batch": 2, "steps": 600}
+# shapes: the other shapes methods' budget (60 steps x 16 prompts, G = 8); verifiable rewards
+_AR_GRPO_SHAPES = {k: v for k, v in _AR_GRPO_C2I.items() if k != "lr"} | {
+    "batch_size": 16, "micro_batch": 4, "steps": 60, "ckpt_every": 20, "decode_chunk": 64}
+AR_GRPO_RECIPES: dict[str, dict[str, Any]] = {
+    "llamagen-c2i": dict(_AR_GRPO_C2I),
+    # 8 captions x 8 completions per step (16 completions = 2 prompts per device), β 1, 600 steps
+    "llamagen-t2i": dict(_AR_GRPO_T2I),
+    # AR-GRPO has no Janus recipe: the T2I one, rollouts at Janus's own inference CFG 5 (unverified)
+    "janus-pro": {**_AR_GRPO_T2I, "rollout_cfg": 5.0},
+    "shapes-c2i": {**_AR_GRPO_SHAPES, "rewards": "shapes-class-prob:1"},
+    "shapes-t2i": {**_AR_GRPO_SHAPES, "rollout_cfg": 4.0, "beta": 1.0, "rewards": "shapes-geneval:1"},
+}
+
+# CCA (docs/reference/peers.md §2.2: LlamaGen_finetune.py, README). 256 pairs per step as
+# micro-batches of 2 (8 GPUs x grad-accum 16): the rolled negative is the other pair of the
+# micro-batch. Text models are an extrapolation (mismatched captions, the model's own null prompt;
+# unverified). On the shapes world, the official ratio to pre-training (1e-5 / 1e-4) would give
+# 6e-4 for the zoo's 6e-3: there CCA collapsed in a seed-0 smoke (Δ⁺ ≈ -250 nats per image, no-CFG
+# class accuracy 0.89 -> 0.20), so it follows the family's lr as every shapes method does.
+_CCA_C2I = {"lr": 1e-5, "weight_decay": 0.05, "batch_size": 256, "micro_batch": 2, "steps": 5000, "ckpt_every": 1000}
+_CCA_SHAPES = {k: v for k, v in _CCA_C2I.items() if k != "lr"} | {"batch_size": 16, "steps": 60, "ckpt_every": 20}
+CCA_RECIPES: dict[str, dict[str, Any]] = {
+    "llamagen-c2i": dict(_CCA_C2I), "llamagen-t2i": dict(_CCA_C2I), "janus-pro": dict(_CCA_C2I),
+    "shapes-c2i": dict(_CCA_SHAPES), "shapes-t2i": dict(_CCA_SHAPES),
+}
+
+# the shapes world's other bases get the recipes of the base they derive from
+for _table in (AR_GRPO_RECIPES, CCA_RECIPES):
+    for _derived, _parent in (("shapes-c2i-small", "shapes-c2i"), ("shapes-c2i-small-ls", "shapes-c2i"),
+                              ("shapes-t2i-ls", "shapes-t2i")):
+        _table[_derived] = dict(_table[_parent])
+
+#: CCA's λ per LlamaGen size (CCA README: B / L / XL / XXL / 3B); other models DEFAULT_LAMBDA
+CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llamagen-xl": 1000.0,
+                                "llamagen-xxl": 1000.0, "llamagen-3b": 500.0}
+DEFAULT_LAMBDA = 1000.0
+
+SOURCES = {"ar-grpo": "AR-GRPO run_c2i_train.sh / run_t2i_train.sh (docs/reference/peers.md §1.2)",
+           "cca": "CCA LlamaGen_finetune.py and README (docs/reference/peers.md §2.2)"}
+
+
+def recipes() -> list[Recipe]:
+    """Both tables as registry entries."""
+    return [Recipe(method, family, dict(values), source=SOURCES[method])
+            for method, table in (("ar-grpo", AR_GRPO_RECIPES), ("cca", CCA_RECIPES))
+            for family, values in table.items()]

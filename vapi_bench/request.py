@@ -1,0 +1,91 @@
+"""What the user asked for (`RunRequest`), what a run returns (`RunResult`), and the checks that
+need nothing but the request: ranges, folders and the device, before anything is built or cached."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UsageError
+
+STAGES = ("finetune", "sample", "score")
+#: images per sampling batch when neither --batch-size nor the generator (`sample_batch_size`) says
+DEFAULT_SAMPLE_BATCH = 16
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for (CLI options before resolution)."""
+
+    model: str
+    method: str
+    task: str | None
+    overrides: dict[str, str] = field(default_factory=dict)
+    checkpoint: str | None = None
+    seed: int = 0
+    runs_dir: Path = Path("runs")
+    results_dir: Path | None = None  # None: <runs_dir>/results (the committed evidence is never the default)
+    limit: int | None = None
+    device: str = "cpu"
+    force: bool = False
+    batch_size: int | None = None  # None: the generator's `sample_batch_size`, else DEFAULT_SAMPLE_BATCH
+    precision: str = "auto"
+    stages: tuple[str, ...] = STAGES
+    leaderboard: bool = True
+    quiet: bool = False
+    #: every method of this invocation (`run -a none -a sft -a va-pi`): --set keys are validated
+    #: against all of them and routed to each that declares them; () = just `method`
+    methods: tuple[str, ...] = ()
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    reused: dict[str, bool]
+    finetune_summary: dict[str, Any] = field(default_factory=dict)
+
+
+def default_results_dir(runs_dir: Path) -> Path:
+    """Where a user's own leaderboard rows go unless --results-dir says otherwise."""
+    return Path(runs_dir) / "results"
+
+
+#: the range each sampling option must lie in: (test, the range in words)
+SAMPLING_RANGES = {
+    "cfg_scale": (lambda v: v >= 0, ">= 0 (1 = no guidance)"),
+    "temperature": (lambda v: v > 0, "> 0"),
+    "top_k": (lambda v: v >= 0, ">= 0 (0 = all tokens)"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1] (1 = all tokens)"),
+}
+
+
+def check_ranges(req: RunRequest, sampling: dict[str, Any]) -> None:
+    """Reject values outside their range before anything is computed or cached under them."""
+    if req.limit is not None and req.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {req.limit}.")
+    if req.batch_size is not None and req.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {req.batch_size}.")
+    for name, (ok, words) in SAMPLING_RANGES.items():
+        value = sampling.get(name)
+        if value is not None and (not math.isfinite(value) or not ok(value)):
+            raise UsageError(f"--set {name}={value} is out of range: {name} must be {words}.")
+
+
+def check_folder(path: Path, option: str) -> None:
+    """A folder option that names an existing file would fail only after the compute: say so now."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file, not a folder; pass a folder path.")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} was requested but CUDA is not available on this machine.")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, not {name!r}.") from None
