@@ -307,15 +307,16 @@ def test_collect_refuses_run_ids_outside_the_runs_folder(cli, tmp_path, run_id):
     df.to_csv(board, index=False)
     code, text = cli("report", "-t", "fixture-colour", "--collect")
     line = _one_line(text)
-    assert code != 0 and run_id in line and "row 2" in line and "Traceback" not in text
+    assert code != 0 and run_id in line and "Row 2" in line and "Traceback" not in text
     assert not _bundle(tmp_path).exists()
 
 
 def test_collect_skips_rows_without_a_run_id(cli, tmp_path):
     assert cli("run", *FIXTURE)[0] == 0
     board = tmp_path / "res" / BOARD
-    with open(board, "a") as fh:
-        fh.write("fixture-palette,none,fixture-colour,no-cfg,0.5" + "," * (len(board.read_text().splitlines()[0].split(",")) - 5) + "\n")
+    width = len(board.read_text().splitlines()[0].split(","))
+    with open(board, "a") as fh:  # a row from before run ids: every later column empty
+        fh.write("fixture-palette,none,fixture-colour,no-cfg,0.5" + "," * (width - 5) + "\n")
     code, text = cli("report", "-t", "fixture-colour", "--collect")
     assert code == 0, text
     assert "1 row" in text and "no run_id" in text and "Traceback" not in text
