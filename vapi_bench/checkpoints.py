@@ -118,7 +118,9 @@ def load_strict(
 
     Extra keys matching `tolerate` (glob patterns; by default the `freqs_cis` and `*.kv_cache.*`
     buffers some files carry) are ignored and returned. Any missing, unexpected or mis-shaped key
-    raises CheckpointError naming `what` and listing the offending keys with shapes.
+    raises CheckpointError naming `what` and listing the offending keys with shapes; so does an
+    integer (or bool) tensor where the model holds a floating-point one, which loading would cast
+    silently into weights that are only whole numbers (a quantised or mislabelled file).
     `assign=True` adopts the checkpoint tensors (for modules built on the meta device).
     """
     tolerate = tuple(tolerate)
@@ -129,7 +131,11 @@ def load_strict(
     misshaped = sorted(
         k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
     )
-    if missing or unexpected or misshaped:
+    integer = sorted(
+        k for k in expected
+        if k in state_dict and expected[k].is_floating_point() and not state_dict[k].is_floating_point()
+    )
+    if missing or unexpected or misshaped or integer:
         parts = []
         if missing:
             parts.append(_listing("missing", missing, lambda k: tuple(expected[k].shape)))
@@ -143,13 +149,20 @@ def load_strict(
                     lambda k: f"checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}",
                 )
             )
+        if integer:
+            parts.append(_listing("not floating-point", integer, lambda k: _dtype_pair(state_dict[k], expected[k])))
+        non_float = f", {len(integer)} integer where the model is floating-point" if integer else ""
         raise CheckpointError(
             f"The checkpoint for {what} does not match the model ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(misshaped)} mis-shaped keys); check that the "
+            f"{len(unexpected)} unexpected, {len(misshaped)} mis-shaped keys{non_float}); check that the "
             f"model configuration matches the file.\n" + "\n".join(parts)
         )
     module.load_state_dict({k: v for k, v in state_dict.items() if k not in ignored}, strict=True, assign=assign)
     return ignored
+
+
+def _dtype_pair(theirs: torch.Tensor, ours: torch.Tensor) -> str:
+    return f"checkpoint {str(theirs.dtype).removeprefix('torch.')} vs model {str(ours.dtype).removeprefix('torch.')}"
 
 
 def _listing(label: str, keys: list[str], detail) -> str:
