@@ -24,9 +24,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 from filelock import FileLock
-from rich.markup import escape
 
 from .errors import DataError, UsageError
+from .integrity import warn
 from .store import atomic_write_text
 
 #: columns shown first, in this order; every other column (the metrics) follows
@@ -83,11 +83,27 @@ def _read_lines(path: Path) -> _Lines:
         raise _board_error(path, f"not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
         raise DataError(f"Cannot read the leaderboard {path} ({exc.strerror or exc}).") from None
-    complete, _, tail = text.rpartition("\n") if not text.endswith("\n") else (text, "", "")
-    if not complete:  # a header alone, without its newline: nothing was appended to tear
-        complete, tail = text, ""
-    reader = csv.reader(io.StringIO(complete + ("\n" if complete else "")), strict=True)
-    records: list[tuple[int, list[str]]] = []
+    complete, tail = text, ""
+    if "\n" in text.rstrip("\n") and not text.endswith("\n"):  # more than a header, and the end cut off
+        complete, tail = text[:text.rindex("\n") + 1], text[text.rindex("\n") + 1:]
+    (_, header), *rows = _records(path, complete)
+    torn_line, why = (text.count("\n") + 1, "no newline at its end") if tail else (None, "")
+    if rows and not tail and len(rows[-1][1]) != len(header):
+        torn_line, why = rows[-1][0], f"{len(rows[-1][1])} fields where the header has {len(header)}"
+        rows.pop()
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise _board_error(path, f"line {line} has {len(fields)} fields where the header has {len(header)}")
+    if torn_line is not None:
+        warn(f"{path} line {torn_line} is torn ({why}; a writer stopped mid-line?): it is not read as a row, "
+             "and an append rewrites the board without it.")
+    return _Lines(header, [fields for _, fields in rows], torn_line is not None)
+
+
+def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank CSV record of `text`, the header first."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    records = []
     try:
         for fields in reader:
             if fields:
@@ -96,24 +112,7 @@ def _read_lines(path: Path) -> _Lines:
         raise _board_error(path, f"line {reader.line_num}: {exc}") from None
     if not records:
         raise _board_error(path, "no header line")
-    (_, header), rows = records[0], records[1:]
-    torn_line, why = (text.count("\n") + 1, "no newline at its end") if tail else (None, "")
-    if not tail and len(rows) > 0 and len(rows[-1][1]) != len(header):
-        torn_line, why = rows[-1][0], f"{len(rows[-1][1])} fields where the header has {len(header)}"
-        rows = rows[:-1]
-    for line, fields in rows:
-        if len(fields) != len(header):
-            raise _board_error(path, f"line {line} has {len(fields)} fields where the header has {len(header)}")
-    if torn_line is not None:
-        _warn(f"{path} line {torn_line} is torn ({why}; a writer stopped mid-line?): it is not read as a row, "
-              "and an append rewrites the board without it.")
-    return _Lines(header, [fields for _, fields in rows], torn_line is not None)
-
-
-def _warn(text: str) -> None:
-    from .progress import console
-
-    console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+    return records
 
 
 def _text_frame(path: Path) -> pd.DataFrame:
@@ -135,17 +134,18 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _numbers(values: pd.Series) -> pd.Series:
-    present = values.dropna()
-    numbers = pd.to_numeric(present, errors="coerce")
-    if numbers.isna().any():
+    """The column as numbers when every value is one ("nan" and "inf" included), else unchanged."""
+    try:
+        floats = [math.nan if v is None else float(v) for v in values]
+    except ValueError:
         return values
-    if present.map(lambda v: _INTEGER.fullmatch(v) is not None).all():
+    if all(v is None or _INTEGER.fullmatch(v) for v in values):
         try:
             return pd.Series(pd.array([None if v is None else int(v) for v in values], dtype="Int64"),
                              index=values.index)
         except OverflowError:  # beyond int64: a float is the best it gets
             pass
-    return pd.to_numeric(values).astype("float64")
+    return pd.Series(floats, index=values.index, dtype="float64")
 
 
 def read_board(path: Path) -> pd.DataFrame:
