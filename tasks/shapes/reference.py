@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from vapi_bench.metrics import gaussian_stats
 from vapi_bench.integrity import load_npz, read_marker
+from vapi_bench.metrics import gaussian_stats
 from vapi_bench.store import atomic_write, atomic_write_json
 from vapi_bench.plugins.shapes import data as shapes_data, vocab as shapes_vocab
 from vapi_bench.plugins.shapes.data import class_dataset
