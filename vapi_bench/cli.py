@@ -294,13 +294,13 @@ def prepare(
 ) -> None:
     """Fetch every file a (model, method, task, scorer) needs into the cache, for later --offline runs."""
     from .prepare import prepare as fetch_all
-    from .weights import cache_dir
+    from .weights import cache_dir, hub_cache_dir
 
     if not (model or method or task or scorer):
         raise UsageError("Name at least one of --model, --method, --task, --scorer.")
     needed = _requirements(model, method, task, parse_set_options(set_), checkpoint, scorer)
     outcomes = fetch_all(needed, offline=offline)
-    table = Table(title=f"prepare (cache: {cache_dir()})", title_justify="left")
+    table = Table(title=f"prepare (cache: {cache_dir()}; Hugging Face files: {hub_cache_dir()})", title_justify="left")
     for col in ("what", "status", "path", "note"):
         table.add_column(col)
     for o in outcomes:
