@@ -149,7 +149,7 @@ def test_run_uses_the_official_optimiser_and_lambda_per_model(tmp_path):
     cfg = summary["params"]
     assert cfg["recipe"] == "llamagen-c2i" and gen.name == "llamagen-b"
     assert (cfg["lr"], cfg["weight_decay"], tuple(cfg["betas"]), cfg["beta"], cfg["lam"], cfg["uncond_ratio"],
-            cfg["micro_batch"]) == (1e-5, 0.05, (0.9, 0.95), 0.02, 1000.0, 0.1, 2)
+            cfg["micro_batch"], cfg["accumulation"]) == (1e-5, 0.05, (0.9, 0.95), 0.02, 1000.0, 0.1, 2, "sum")
     assert CCA_RECIPES["llamagen-c2i"]["batch_size"] == 256
     for key in ("cca_loss", "acc", "margin", "delta_pos", "delta_neg", "null_frac", "grad_norm", "loss"):
         assert key in records[0], key
@@ -178,3 +178,18 @@ def test_bad_settings_are_clear_errors(tmp_path):
         Cca(**resolve_params(CCA_PARAMS, {"batch_size": 2}, "cca")).finetune(stranger, RandomImages(), _ctx(tmp_path))
     with pytest.raises(UsageError, match="uncond_ratio"):
         cca_module._check({"uncond_ratio": 1.0, "beta": 0.02, "lam": 1.0, "sharding": "ddp"})
+
+
+def test_accumulation_is_in_every_runs_key():
+    """Runs recorded before `accumulation` existed averaged the micro-batch losses (and used the sigmoid
+    form at uncond_ratio = 0): the parameter is keyed at its default, so no new run, official or
+    `mean`, shares their finetune key (vapi_bench.spec.RunSpec.finetune_key hashes method_params)."""
+    from vapi_bench.params import keyed_params
+
+    declared = {p.name: p for p in CCA_PARAMS}["accumulation"]
+    assert declared.default == "sum" and declared.keyed_at_default
+    for given in ({}, {"accumulation": "mean"}):
+        values = resolve_params(CCA_PARAMS, given, "cca")
+        assert keyed_params(CCA_PARAMS, values)["accumulation"] == given.get("accumulation", "sum")
+    with pytest.raises(UsageError, match="accumulation"):
+        resolve_params(CCA_PARAMS, {"accumulation": "avg"}, "cca")

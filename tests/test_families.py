@@ -4,6 +4,7 @@ nothing fills is ONE error naming every missing key of every method (issue 22)."
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -111,17 +112,26 @@ def test_the_gru_plugin_without_its_family_gets_one_error_naming_every_key(tmp_p
 
 
 def test_a_range_error_names_the_method_before_any_stage(tmp_path):
+    """Declared ranges (Param minimum=...) apply to --set values and to a recipe's own values."""
     req = RunRequest(model="shapes-c2i", method="sft", task="shapes-fid", methods=("sft", "va-pi"), quiet=True,
                      overrides={"va-pi.group_size": "1"}, runs_dir=tmp_path / "runs")
-    with pytest.raises(UsageError, match="method 'va-pi': group_size must be at least 2"):
+    with pytest.raises(UsageError, match="method 'va-pi': group_size='1' is out of range: group_size must be >= 2"):
         Runner(req)._resolve()
+    registry = build_registry()
+    registry.entries["families"]["tiny-gru"] = replace(registry.get("families", "tiny-gru"),
+                                                       defaults={"lr": -1.0, "steps": 1})
+    with pytest.raises(UsageError, match=r"method 'sft' \(recipe of 'tiny-gru'\): lr=-1.0 is out of range: lr must be > 0"):
+        resolve_run_recipes({"sft": (registry.get("methods", "sft").params, {k: None for k in ("lr", "steps")})},
+                            _gen("tiny-gru"), precision="fp32", registry=registry)
 
 
 def test_finetune_cache_keys_are_those_of_the_committed_runs():
     """The move of the training kit into the core must not change what identifies a fine-tune:
     the method's declared parameters (None where the recipe decides) are hashed, not the recipe.
     The keys below were computed by the code before the move (commit 8f06ff2) for a stand-in model
-    fingerprint; a change here invalidates every cached stage and must say so."""
+    fingerprint; a change here invalidates every cached stage and must say so. CCA's changed on
+    purpose with its official accumulation (issue 23: the keyed `accumulation` parameter; it was
+    374394ca059354f4), so no CCA run computed the old way is reused."""
     from vapi_bench.params import keyed_params
     from vapi_bench.spec import RunSpec
 
@@ -138,7 +148,7 @@ def test_finetune_cache_keys_are_those_of_the_committed_runs():
 
 
 PINNED_KEYS = {"va-pi": "cd728d98ff51f0d4", "sft": "018ddd160e68f646", "ste": "b4f8f51f0b7fb864",
-               "post-train-tokenizer": "0226caa84f6d1a04", "ar-grpo": "4b29e22b987ee8c1", "cca": "374394ca059354f4"}
+               "post-train-tokenizer": "0226caa84f6d1a04", "ar-grpo": "4b29e22b987ee8c1", "cca": "aff7f6698e7693f8"}
 
 
 def test_sft_runs_without_the_va_pi_plugin(tmp_path):

@@ -24,8 +24,10 @@ from vapi_bench.training import CHECKPOINT_NAME, check_null_conditions_shardable
 RUNS = {
     "ar-grpo": (ArGrpo, AR_GRPO_PARAMS, dict(steps=2, batch_size=2, micro_batch=1, group_size=2, lr=1e-3,
                                              rewards="shapes-class-prob:1")),
+    # accumulation=mean: the official sum grows with the micro-batches per rank, so it equals one rank
+    # only at the official world size (tests/test_cca_official.py checks the sum against a 2-GPU loop)
     "cca": (Cca, CCA_PARAMS, dict(steps=2, batch_size=4, micro_batch=2, lr=1e-3, negatives="global",
-                                  uncond_ratio=0.3)),
+                                  uncond_ratio=0.3, accumulation="mean")),
 }
 
 

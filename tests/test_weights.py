@@ -163,13 +163,6 @@ def test_bad_hf_id_is_explained():
         HfFile.parse("hf://just-a-repo")
 
 
-def test_hf_files_download_from_the_resolve_endpoint(server, cache, monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    path = resolve_weight("hf://owner/repo@rev/sub/w.safetensors", what="gen", sha256=DIGEST)
-    assert path == cache / "gen" / "sub" / "w.safetensors" and path.read_bytes() == PAYLOAD
-    assert server.requests == [("/owner/repo/resolve/rev/sub/w.safetensors", None)]
-
-
 def test_prepare_downloads_dedupes_and_then_reports_cached(server, cache, tmp_path):
     local = tmp_path / "local.pth"
     local.write_bytes(b"l")

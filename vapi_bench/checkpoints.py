@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .interfaces import Generator, has_capability
 
 #: entries of a training checkpoint that hold model weights, in order of preference
 WEIGHT_ENTRIES = ("model", "module", "state_dict", "ema")
@@ -118,7 +119,9 @@ def load_strict(
 
     Extra keys matching `tolerate` (glob patterns; by default the `freqs_cis` and `*.kv_cache.*`
     buffers some files carry) are ignored and returned. Any missing, unexpected or mis-shaped key
-    raises CheckpointError naming `what` and listing the offending keys with shapes.
+    raises CheckpointError naming `what` and listing the offending keys with shapes; so does an
+    integer (or bool) tensor where the model holds a floating-point one, which loading would cast
+    silently into weights that are only whole numbers (a quantised or mislabelled file).
     `assign=True` adopts the checkpoint tensors (for modules built on the meta device).
     """
     tolerate = tuple(tolerate)
@@ -129,7 +132,11 @@ def load_strict(
     misshaped = sorted(
         k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
     )
-    if missing or unexpected or misshaped:
+    integer = sorted(
+        k for k in expected
+        if k in state_dict and expected[k].is_floating_point() and not state_dict[k].is_floating_point()
+    )
+    if missing or unexpected or misshaped or integer:
         parts = []
         if missing:
             parts.append(_listing("missing", missing, lambda k: tuple(expected[k].shape)))
@@ -143,13 +150,20 @@ def load_strict(
                     lambda k: f"checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}",
                 )
             )
+        if integer:
+            parts.append(_listing("not floating-point", integer, lambda k: _dtype_pair(state_dict[k], expected[k])))
+        non_float = f", {len(integer)} integer where the model is floating-point" if integer else ""
         raise CheckpointError(
             f"The checkpoint for {what} does not match the model ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(misshaped)} mis-shaped keys); check that the "
+            f"{len(unexpected)} unexpected, {len(misshaped)} mis-shaped keys{non_float}); check that the "
             f"model configuration matches the file.\n" + "\n".join(parts)
         )
     module.load_state_dict({k: v for k, v in state_dict.items() if k not in ignored}, strict=True, assign=assign)
     return ignored
+
+
+def _dtype_pair(theirs: torch.Tensor, ours: torch.Tensor) -> str:
+    return f"checkpoint {str(theirs.dtype).removeprefix('torch.')} vs model {str(ours.dtype).removeprefix('torch.')}"
 
 
 def _listing(label: str, keys: list[str], detail) -> str:
@@ -162,3 +176,16 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return line if len(line) <= 160 else line[:157] + "..."
+
+
+def check_finite_weights(generator: Generator, checkpoint: str | None) -> None:
+    """A checkpoint holding NaN/inf weights can only produce garbage: refuse it up front."""
+    modules = [generator.policy]
+    if has_capability(generator, "tokenizer_decoder") and isinstance(generator.tokenizer_decoder, torch.nn.Module):
+        modules.append(generator.tokenizer_decoder)
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                source = checkpoint or "the default weights"
+                raise CheckpointError(f"Bad checkpoint {source}: its weight '{name}' holds NaN or infinite values "
+                                      "(a diverged training run?). Use an earlier checkpoint.")

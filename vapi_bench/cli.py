@@ -1,21 +1,25 @@
 """The `vapi-bench` command line (Typer + rich).
 
 User errors (VapiError, bad options) print one or two plain sentences and exit non-zero (2 for
-bad names/options, 130 for Ctrl-C); so do OS failures (a read-only folder, a full disk), naming the
-path. `--debug` (or VAPI_BENCH_DEBUG=1) shows the traceback instead.
+bad names/options, 130 for Ctrl-C, 143 for SIGTERM); so do OS failures (a read-only folder, a full
+disk), naming the path. `--debug` (or VAPI_BENCH_DEBUG=1) shows the traceback instead.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import Interrupted, UsageError, VapiError
+from .errors import Interrupted, UsageError, VapiError, shorten_quoted
 from .params import parse_set_options
 from .progress import console, out
 
@@ -290,13 +294,13 @@ def prepare(
 ) -> None:
     """Fetch every file a (model, method, task, scorer) needs into the cache, for later --offline runs."""
     from .prepare import prepare as fetch_all
-    from .weights import cache_dir
+    from .weights import cache_dir, hub_cache_dir
 
     if not (model or method or task or scorer):
         raise UsageError("Name at least one of --model, --method, --task, --scorer.")
     needed = _requirements(model, method, task, parse_set_options(set_), checkpoint, scorer)
     outcomes = fetch_all(needed, offline=offline)
-    table = Table(title=f"prepare (cache: {cache_dir()})", title_justify="left")
+    table = Table(title=f"prepare (cache: {cache_dir()}; Hugging Face files: {hub_cache_dir()})", title_justify="left")
     for col in ("what", "status", "path", "note"):
         table.add_column(col)
     for o in outcomes:
@@ -345,21 +349,64 @@ def use_the_cores() -> None:
         torch.set_num_threads(wanted)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster pre-empting the job), raised where Ctrl-C's KeyboardInterrupt would be, so
+    that every stage keeps what it finished and says so exactly as it does for Ctrl-C."""
+
+
+@dataclass
+class _Stop:
+    """The signal that stopped the command, if any: exit codes follow the shell's 128 + signal."""
+
+    signum: int | None = None
+
+    def exit_code(self, default: int = 130) -> int:
+        return 128 + self.signum if self.signum is not None else default
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[_Stop]:
+    """Turn SIGTERM into Terminated while the command runs (Python's default ends the process at once,
+    silently, with nothing said about what was kept); the previous handler is restored after.
+    Only the main thread may set handlers: a command run from another thread keeps the default."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        stop.signum = signum
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     use_the_cores()
     debug = "--debug" in argv or os.environ.get("VAPI_BENCH_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
+    with _sigterm_as_interrupt() as stop:
+        _run_command(argv, debug, stop)
+
+
+def _run_command(argv: list[str], debug: bool, stop: _Stop) -> None:
+    """Run the command; turn every user-facing failure into its message and exit code."""
     try:
         command = typer.main.get_command(build_app())
         code = command.main(args=argv, prog_name="vapi-bench", standalone_mode=False)
     except Interrupted as exc:
         console.print(f"[bold yellow]interrupted:[/bold yellow] {exc}", highlight=False, soft_wrap=True)
-        raise SystemExit(exc.exit_code) from None
+        raise SystemExit(stop.exit_code(exc.exit_code)) from None
     except VapiError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/bold red] {escape(shorten_quoted(str(exc)))}", highlight=False,
+                      soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except OSError as exc:  # a failure of the machine, not of the code: name the path, say what to do
         if debug:
@@ -368,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
     except typer.Abort:
         _say_interrupted()
-        raise SystemExit(130) from None
+        raise SystemExit(stop.exit_code()) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except typer.TyperException as exc:  # click's usage errors (typer vendors click)
@@ -376,9 +423,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         exc.show()
         raise SystemExit(getattr(exc, "exit_code", 2)) from None
-    if code == 130:  # click turned a Ctrl-C outside any stage into its return value
+    if code == 130:  # click turned a Ctrl-C (or SIGTERM) outside any stage into its return value
         _say_interrupted()
-        raise SystemExit(130)
+        raise SystemExit(stop.exit_code())
 
 
 def _say_interrupted() -> None:

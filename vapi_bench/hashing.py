@@ -58,10 +58,19 @@ def file_digest(path: Path | str) -> str:
 
     digest = sha256_file(path)
     if stat.st_size >= (1 << 20):  # only worth remembering for large files
+        _remember(cache_file, key, digest)
+    return digest
+
+
+def _remember(cache_file: Path, key: str, digest: str) -> None:
+    """Add a digest to the cache, if the cache can be written: a shared cache filled once by
+    `vapi-bench prepare` is often read-only, and a run must not fail for want of a memo."""
+    try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(cache_file) + ".lock"):
             atomic_write_json(cache_file, {**_read_digests(cache_file), key: digest})
-    return digest
+    except OSError:
+        return
 
 
 def _read_digests(cache_file: Path) -> dict[str, str]:

@@ -1,7 +1,10 @@
 """Leaderboard CSVs (one per task under results/): locked appends, rendering as table/CSV/MD/JSON.
 
-Appends take a file lock and rewrite the file atomically with the union of columns, so concurrent
-runs never lose or interleave a row and a task whose metrics change still keeps every old row.
+Appends take a file lock and add whole lines, so concurrent runs never lose or interleave a row; a
+new column (a task whose metrics change) rewrites the file atomically with the union of columns,
+every old value kept as the string it was. Boards are read without type guessing for identity
+columns (TEXT_COLUMNS), so a config hash `077362267027` or run id `0012` stays what it is; a torn
+last line (a writer killed mid-line) is named and never read as a row.
 
 A row carries its configuration identity (`config`, see spec.config_identity) next to readable
 descriptions of it; summaries average over the seeds of one configuration only, and a re-run of
@@ -9,8 +12,13 @@ the same seed and configuration counts once.
 """
 from __future__ import annotations
 
+import csv
 import difflib
 import io
+import math
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,6 +26,7 @@ import pandas as pd
 from filelock import FileLock
 
 from .errors import DataError, UsageError
+from .integrity import warn
 from .store import atomic_write_text
 
 #: columns shown first, in this order; every other column (the metrics) follows
@@ -37,22 +46,112 @@ PER_RUN_COLUMNS = ["seed", "tune_minutes", "run_id", "date"]
 TAIL_COLUMNS = [IDENTITY_COLUMN, *DESCRIPTIVE_COLUMNS, *PER_RUN_COLUMNS]
 #: what a row written before configuration identity existed is marked with in summaries
 UNRECORDED = "unrecorded"
+#: columns read as the strings on disk, never as numbers (a hash or run id of digits is not one)
+TEXT_COLUMNS = frozenset([*LEAD_COLUMNS, IDENTITY_COLUMN, "settings", "evaluator", "evaluator_version", "run_id",
+                          "date"])
+_INTEGER = re.compile(r"[+-]?\d+")
 
 
 def leaderboard_path(results_dir: Path, task: str) -> Path:
     return Path(results_dir) / f"leaderboard-{task}.csv"
 
 
-def read_board(path: Path) -> pd.DataFrame:
-    """One leaderboard CSV; a file that is not a readable CSV raises DataError naming it."""
+@dataclass
+class _Lines:
+    """A board as written: its header and every complete row, each value the string on disk."""
+
+    header: list[str]
+    rows: list[list[str]]
+    torn: bool  # its last line was torn (and is not in `rows`)
+
+
+def _board_error(path: Path, what: str) -> DataError:
+    return DataError(f"The leaderboard {path} is not a readable CSV ({what}). Repair it (or move it aside) and "
+                     "try again; each run's rows are also kept in its runs/<run-id>/run.json.")
+
+
+def _read_lines(path: Path) -> _Lines:
+    """Parse a board without interpreting any value.
+
+    A last line without its newline, or with another number of fields than the header, is what a
+    writer stopped mid-line leaves: it is named in a warning and left out. Any other malformed line
+    is a DataError naming it.
+    """
     try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"The leaderboard {path} is not a readable CSV ({first}). Repair it (or move it "
-                        "aside) and try again; each run's rows are also kept in its runs/<run-id>/run.json.") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _board_error(path, f"not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
         raise DataError(f"Cannot read the leaderboard {path} ({exc.strerror or exc}).") from None
+    complete, tail = text, ""
+    if "\n" in text.rstrip("\n") and not text.endswith("\n"):  # more than a header, and the end cut off
+        complete, tail = text[:text.rindex("\n") + 1], text[text.rindex("\n") + 1:]
+    (_, header), *rows = _records(path, complete)
+    torn_line, why = (text.count("\n") + 1, "no newline at its end") if tail else (None, "")
+    if rows and not tail and len(rows[-1][1]) != len(header):
+        torn_line, why = rows[-1][0], f"{len(rows[-1][1])} fields where the header has {len(header)}"
+        rows.pop()
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise _board_error(path, f"line {line} has {len(fields)} fields where the header has {len(header)}")
+    if torn_line is not None:
+        warn(f"{path} line {torn_line} is torn ({why}; a writer stopped mid-line?): it is not read as a row, "
+             "and an append rewrites the board without it.")
+    return _Lines(header, [fields for _, fields in rows], torn_line is not None)
+
+
+def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank CSV record of `text`, the header first."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    records = []
+    try:
+        for fields in reader:
+            if fields:
+                records.append((reader.line_num, fields))
+    except csv.Error as exc:
+        raise _board_error(path, f"line {reader.line_num}: {exc}") from None
+    if not records:
+        raise _board_error(path, "no header line")
+    return records
+
+
+def _text_frame(path: Path) -> pd.DataFrame:
+    """A board as strings: every value as written, an empty field as missing (None)."""
+    lines = _read_lines(path)
+    return pd.DataFrame([[v if v != "" else None for v in row] for row in lines.rows], columns=lines.header,
+                        dtype=object)
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """Numbers where the analysis needs them: TEXT_COLUMNS stay the strings on disk (a config hash
+    of digits keeps its leading zero and never becomes a float or inf); every other column whose
+    values are all numbers becomes Int64 (all integers) or float64, and stays text otherwise."""
+    out = df.copy()
+    for column in df.columns:
+        if column not in TEXT_COLUMNS:
+            out[column] = _numbers(df[column])
+    return out
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """The column as numbers when every value is one ("nan" and "inf" included), else unchanged."""
+    try:
+        floats = [math.nan if v is None else float(v) for v in values]
+    except ValueError:
+        return values
+    if all(v is None or _INTEGER.fullmatch(v) for v in values):
+        try:
+            return pd.Series(pd.array([None if v is None else int(v) for v in values], dtype="Int64"),
+                             index=values.index)
+        except OverflowError:  # beyond int64: a float is the best it gets
+            pass
+    return pd.Series(floats, index=values.index, dtype="float64")
+
+
+def read_board(path: Path) -> pd.DataFrame:
+    """One leaderboard CSV, identity columns as written; a file that is not a readable CSV raises
+    DataError naming it (and the line)."""
+    return _typed(_text_frame(Path(path)))
 
 
 def check_task_name(results_dir: Path, task: str, known: list[str]) -> None:
@@ -75,35 +174,85 @@ def _ordered(columns: Iterable[str]) -> list[str]:
 
 def append_rows(path: Path, rows: list[dict[str, Any]],
                 identity: tuple[str, ...] = ("run_id", "variant")) -> None:
-    """Append rows to the CSV at `path` under a lock (atomic rewrite with the union of columns).
+    """Append rows to the CSV at `path` under a lock, leaving every existing line as written.
 
     A row whose `identity` columns (default: run_id, variant) match a row already on the board
     replaces it: re-running a cached spec refreshes its row instead of counting the same run twice.
     A table where one run may stand in several rows (an ablation's shared base model) adds the
-    columns that tell those rows apart.
+    columns that tell those rows apart. New lines are appended to the file; only a replaced row, a
+    new column or a torn last line rewrites it (atomically, every other value kept as its string).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    new = [{k: _field(v) for k, v in row.items()} for row in rows]
     with FileLock(str(path) + ".lock", timeout=120):
-        frames = []
-        if path.exists() and path.stat().st_size > 0:
-            frames.append(read_board(path))
-        frames.append(pd.DataFrame(rows))
-        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        key = [c for c in identity if c in df.columns]
-        if "run_id" in key:
-            df = df.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
-        df = df[_ordered(df.columns)]
-        atomic_write_text(path, df.to_csv(index=False))
+        if not path.exists() or path.stat().st_size == 0:
+            header = _ordered(c for row in new for c in row)
+            atomic_write_text(path, _csv_text([header, *_aligned(header, _latest(new, identity, header))]))
+            return
+        board = _read_lines(path)
+        old = [dict(zip(board.header, fields)) for fields in board.rows]
+        header = board.header
+        if any(c not in header for row in new for c in row):
+            header = _ordered([*header, *(c for row in new for c in row)])
+        new = _latest(new, identity, header)
+        replaced = {_key(row, identity, header) for row in new} if _replaces(identity, header) else set()
+        kept = [row for row in old if _key(row, identity, header) not in replaced]
+        if header == board.header and len(kept) == len(old) and not board.torn:
+            _append_text(path, _csv_text(_aligned(header, new)))
+        else:
+            atomic_write_text(path, _csv_text([header, *_aligned(header, kept + new)]))
+
+
+def _field(value: Any) -> str:
+    """A value as the board stores it: missing as empty, everything else as str() gives it."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    return str(value)
+
+
+def _replaces(identity: tuple[str, ...], header: list[str]) -> bool:
+    """Rows replace each other only when the board tells runs apart (it has a run_id column)."""
+    return "run_id" in identity and "run_id" in header
+
+
+def _key(row: dict[str, str], identity: tuple[str, ...], header: list[str]) -> tuple[str, ...]:
+    return tuple(row.get(c, "") for c in identity if c in header)
+
+
+def _latest(rows: list[dict[str, str]], identity: tuple[str, ...], header: list[str]) -> list[dict[str, str]]:
+    """The rows, of several with one identity only the last."""
+    if not _replaces(identity, header):
+        return rows
+    last = {_key(row, identity, header): i for i, row in enumerate(rows)}
+    return [row for i, row in enumerate(rows) if last[_key(row, identity, header)] == i]
+
+
+def _aligned(header: list[str], rows: list[dict[str, str]]) -> list[list[str]]:
+    return [[row.get(c, "") for c in header] for row in rows]
+
+
+def _csv_text(lines: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    return buffer.getvalue()
+
+
+def _append_text(path: Path, text: str) -> None:
+    """One write of whole lines, flushed to disk: a reader sees a torn line at worst, never a mix."""
+    with open(path, "a", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def load(results_dir: Path, task: str | None = None) -> pd.DataFrame:
-    """All rows of one task (or of every task) as a DataFrame."""
+    """All rows of one task (or of every task) as a DataFrame (identity columns as text)."""
     files = [leaderboard_path(results_dir, task)] if task else sorted(Path(results_dir).glob("leaderboard-*.csv"))
-    frames = [read_board(f) for f in files if f.exists() and f.stat().st_size > 0]
+    frames = [_text_frame(f) for f in files if f.exists() and f.stat().st_size > 0]
     if not frames:
         return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
+    df = _typed(pd.concat(frames, ignore_index=True))
     return df[_ordered(df.columns)]
 
 
@@ -178,6 +327,8 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 def _cell(value: Any) -> str:
+    if value is None or value is pd.NA:
+        return ""
     if isinstance(value, float):
         return "" if pd.isna(value) else f"{value:.4g}"
     return str(value)

@@ -7,10 +7,11 @@ instead of failing deep inside a training loop.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import UsageError
+from .errors import UsageError, shorten
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -27,6 +28,13 @@ class Param:
     `keyed_at_default=False` marks a parameter added after runs were recorded whose default
     reproduces the old behaviour: at its default it is left out of the run's recorded parameters
     (and so of its stage keys and leaderboard identity), and those runs keep their keys.
+
+    The range is declared, not coded in each plugin, so that a bad number stops the command before
+    any stage runs instead of being trained on and cached as a result (a negative clipping norm is
+    gradient ascent): `minimum` / `maximum` are inclusive bounds, `exclusive_minimum` /
+    `exclusive_maximum` strict ones, `length` the number of items of a tuple; the bounds apply to
+    each item of a tuple. Every float (and every item of a float tuple) must also be finite unless
+    `allow_nonfinite=True` says that inf or nan means something for this parameter.
     """
 
     name: str
@@ -36,24 +44,79 @@ class Param:
     choices: tuple[Any, ...] | None = None
     from_recipe: bool = False
     keyed_at_default: bool = True
+    minimum: float | None = None
+    exclusive_minimum: float | None = None
+    maximum: float | None = None
+    exclusive_maximum: float | None = None
+    length: int | None = None
+    allow_nonfinite: bool = False
 
     def describe(self) -> str:
         extra = f" one of {list(self.choices)}" if self.choices else ""
+        bounds = self.range_words()
+        extra += f" {bounds}" if bounds else ""
         default = "default: the recipe's" if self.from_recipe else f"default {self.default!r}"
         return f"{self.name} ({self.type.__name__}, {default}){extra}: {self.help}"
 
+    def range_words(self) -> str:
+        """The declared range as the error messages say it: '> 0', 'in [0, 1)', '' when unbounded."""
+        low = _bound(self.minimum, self.exclusive_minimum, "[", "(")
+        high = _bound(self.maximum, self.exclusive_maximum, "]", ")")
+        if low and high:
+            return f"in {low[1]}{_number(low[0])}, {_number(high[0])}{high[1]}"
+        if low:
+            return f"{'>=' if low[1] == '[' else '>'} {_number(low[0])}"
+        if high:
+            return f"{'<=' if high[1] == ']' else '<'} {_number(high[0])}"
+        return ""
+
     def coerce(self, value: Any, where: str) -> Any:
         """Convert a CLI string (or Python value) to this parameter's type, or raise UsageError."""
+        given = f"{self.name}={repr(shorten(value)) if isinstance(value, str) else shorten(repr(value))}"
         try:
             out = _coerce(self.type, value, self.default)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise UsageError(
-                f"{where}: {self.name}={value!r} is not a valid {self.type.__name__}. "
-                f"Expected {self.describe()}"
+                f"{where}: {given} is not a valid {self.type.__name__}. Expected {self.describe()}"
             ) from None
         if self.choices is not None and out not in self.choices:
-            raise UsageError(f"{where}: {self.name}={value!r} must be one of {list(self.choices)}.")
+            raise UsageError(f"{where}: {given} must be one of {list(self.choices)}.")
+        if out is not None:
+            self._check_range(out, f"{where}: {given} is out of range")
         return out
+
+    def _check_range(self, value: Any, context: str) -> None:
+        """Raise UsageError unless `value` (each item of a tuple) is finite and within the declared range."""
+        items = value if isinstance(value, tuple) else (value,)
+        if self.length is not None and isinstance(value, tuple) and len(value) != self.length:
+            raise UsageError(f"{context}: {self.name} must have {self.length} values, got {len(value)}.")
+        numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        words = self.range_words()
+        for number in numbers:
+            if isinstance(number, float) and not math.isfinite(number) and not self.allow_nonfinite:
+                raise UsageError(f"{context}: {self.name} must be {words + ' and ' if words else ''}finite.")
+            if words and not self._within(number):
+                raise UsageError(f"{context}: {self.name} must be {words}.")
+
+    def _within(self, number: float) -> bool:
+        return ((self.minimum is None or number >= self.minimum)
+                and (self.exclusive_minimum is None or number > self.exclusive_minimum)
+                and (self.maximum is None or number <= self.maximum)
+                and (self.exclusive_maximum is None or number < self.exclusive_maximum))
+
+
+def _number(value: float) -> str:
+    """A bound as a person writes it: 1000000 and 0, not 1e+06 and 0.0."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
+
+
+def _bound(inclusive: float | None, exclusive: float | None, closed: str, open_: str) -> tuple[float, str] | None:
+    """(value, bracket) of one side of a range; an exclusive bound wins if both are declared."""
+    if exclusive is not None:
+        return exclusive, open_
+    if inclusive is not None:
+        return inclusive, closed
+    return None
 
 
 def _coerce(kind: type, value: Any, default: Any) -> Any:

@@ -3,7 +3,7 @@
 Plugins declare what they need as `WeightRequirement`s (checkpoints, tokenizers, Inception, LPIPS
 backbones, CLIP, detector weights, reference batches, prompt files). `prepare` resolves them all
 through `weights.resolve_weight`, so the files land exactly where an offline run will look for them
-(`cache_dir()/<what>/<name>`), and reports one outcome per file instead of stopping at the first
+(`cache_dir()/<what>/<name>`, or the Hugging Face cache for `hf://` files), and reports one outcome per file instead of stopping at the first
 failure: on a connected machine it downloads what is missing; with `offline=True` it only checks
 that the cache is complete and says which file is missing and where to put it.
 """

@@ -2,7 +2,6 @@
 need nothing but the request: ranges, folders and the device, before anything is built or cached."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,25 +54,13 @@ def default_results_dir(runs_dir: Path) -> Path:
     return Path(runs_dir) / "results"
 
 
-#: the range each sampling option must lie in: (test, the range in words)
-SAMPLING_RANGES = {
-    "cfg_scale": (lambda v: v >= 0, ">= 0 (1 = no guidance)"),
-    "temperature": (lambda v: v > 0, "> 0"),
-    "top_k": (lambda v: v >= 0, ">= 0 (0 = all tokens)"),
-    "top_p": (lambda v: 0 < v <= 1, "in (0, 1] (1 = all tokens)"),
-}
-
-
-def check_ranges(req: RunRequest, sampling: dict[str, Any]) -> None:
-    """Reject values outside their range before anything is computed or cached under them."""
+def check_ranges(req: RunRequest) -> None:
+    """Reject CLI options outside their range before anything is computed or cached under them
+    (--set values are checked by their declared Params)."""
     if req.limit is not None and req.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {req.limit}.")
     if req.batch_size is not None and req.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {req.batch_size}.")
-    for name, (ok, words) in SAMPLING_RANGES.items():
-        value = sampling.get(name)
-        if value is not None and (not math.isfinite(value) or not ok(value)):
-            raise UsageError(f"--set {name}={value} is out of range: {name} must be {words}.")
 
 
 def check_folder(path: Path, option: str) -> None:

@@ -6,7 +6,9 @@ Layout under runs_dir:
     samples/<key>/       images (task layout), samples.jsonl, grid.png, samples.json (done marker)
     scores/<key>/        score.json (done marker), per-sample.jsonl
     <run-id>/run.json    the resolved spec, versions, host, device, stage keys and wall times
-A stage whose done marker exists is reused (and the run says so) unless --force. Each stage
+A stage whose done marker exists is reused (and the run says so) unless --force. A marker is written
+only once the stage's outputs are on disk; a corrupt one, or a fine-tune whose files are missing or
+truncated (finetune.json lists them), is named and recomputed (see integrity). Each stage
 runs under a per-stage file lock (runs_dir/locks/), so two identical runs started together do the
 work once: the second waits, then reuses. Ctrl-C ends a stage with exit 130 and a line saying what
 was kept; running the same command again resumes.
@@ -14,7 +16,6 @@ was kept; running the same command again resumes.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import platform
 import shutil
 import socket
@@ -25,11 +26,12 @@ from typing import Any, Iterator
 
 import torch
 
-from . import store
+from . import integrity, store
 from .distributed import barrier, device_for, dist_info_from_env, init_process_group
 from .errors import CheckpointError, DataError, Interrupted, StorageError, UsageError
+from .checkpoints import check_finite_weights
 from .hashing import environment_versions, file_digest, git_commit, stable_hash
-from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task, has_capability
+from .interfaces import Generator, Method, SamplingRecipe, StageContext, Task
 from .leaderboard import append_rows, leaderboard_path
 from .loggers import LOGGER_PARAMS, TrainLog, open_logger, preview_conditions, sample_preview
 from .params import keyed_params, resolve_params, route_overrides
@@ -88,12 +90,12 @@ class Runner:
         task_params = resolve_params(task_declared, routed["task"][task_e.name], f"task '{task_e.name}'") if task_e else {}
         sampling = resolve_params(SAMPLING_PARAMS, routed["sampling"]["sampling"], "sampling")
         self._declared = {"model": gen_e.params, "method": meth_e.params, "task": task_declared}
-        check_ranges(req, sampling)
+        check_ranges(req)
 
         # random-init weights (tests, smoke runs) must not depend on the process or the rank
         torch.manual_seed(derive_seed(req.seed, 0, stream="init"))
         generator = gen_e.factory(checkpoint=req.checkpoint, device=self.device, **model_params)
-        _check_finite_weights(generator, req.checkpoint)
+        check_finite_weights(generator, req.checkpoint)
         task = task_e.factory(**task_params) if task_e else None
         if task_e and task.conditioning != generator.conditioning:
             raise UsageError(
@@ -176,10 +178,11 @@ class Runner:
     def _finetune_locked(self, generator: Generator, method: Method, spec: RunSpec, key: str, ft_dir: Path,
                          dataset: Any, progress: Any) -> tuple[str, dict[str, Any], bool]:
         marker = ft_dir / "finetune.json"
-        if marker.exists() and not self._forced("finetune"):
-            generator.load_finetuned(ft_dir / "weights")
-            self._say(f"finetune: reusing {ft_dir}")
-            return key, json.loads(marker.read_text()), True
+        if not self._forced("finetune"):
+            summary = self._finished_finetune(generator, ft_dir)
+            if summary is not None:
+                self._say(f"finetune: reusing {ft_dir}")
+                return key, summary, True
         if "finetune" not in self.req.stages:
             raise UsageError(f"No fine-tuned weights for this spec yet ({ft_dir}); run `vapi-bench finetune` first.")
         ds_entry, ds_params = dataset
@@ -204,11 +207,36 @@ class Runner:
         minutes = (time.time() - start) / 60
         summary = {**summary, "tune_minutes": minutes}
         if self.rank == 0:
-            generator.save_finetuned(ft_dir / "weights")
+            written = generator.save_finetuned(ft_dir / "weights")
             write_training_curves(ft_dir / "train.jsonl", ft_dir / "curves.png")
-            store.atomic_write_json(marker, summary)
+            store.atomic_write_json(marker, {**summary, integrity.FILES_KEY: integrity.file_records(written, ft_dir)})
         barrier()
         return key, summary, False
+
+    def _finished_finetune(self, generator: Generator, ft_dir: Path) -> dict[str, Any] | None:
+        """The summary of a finished fine-tune whose files are all there, loaded into `generator`;
+        None when there is none, or when its marker or files are damaged (said: it is recomputed).
+
+        The files are checked before anything is loaded, so a recomputation starts from the base
+        weights. A fine-tune whose files check out but do not load is an error: its weights may be
+        half-loaded by then, and only a fresh process (--force) starts clean.
+        """
+        summary = integrity.read_marker(ft_dir / "finetune.json", ("tune_minutes",), self._warn)
+        if summary is None:
+            return None
+        damage = integrity.damaged_file(ft_dir, summary.pop(integrity.FILES_KEY, {}))
+        if damage and "finetune" not in self.req.stages:
+            raise CheckpointError(f"The fine-tune in {ft_dir} is damaged: {damage}. Run `vapi-bench finetune` (or "
+                                  "`run`) with the same options to fine-tune again.")
+        if damage:
+            self._warn(f"{damage}; recomputing the fine-tune in {ft_dir}")
+            return None
+        try:
+            generator.load_finetuned(ft_dir / "weights")
+        except CheckpointError as exc:
+            raise CheckpointError(f"The fine-tune cached in {ft_dir} does not load ({exc}). Run the same command "
+                                  "with --force to fine-tune again.") from None
+        return summary
 
     def _training_logger(self, generator: Generator, data: Any, spec: RunSpec, ft_dir: Path) -> Any:
         """The TensorBoard / wandb mirror of train.jsonl asked for with --set logger=... (rank 0 only).
@@ -232,7 +260,7 @@ class Runner:
     def _sample_locked(self, generator: Generator, task: Task, items: list, recipe: SamplingRecipe,
                        spec: RunSpec, sdir: Path, progress: Any) -> bool:
         marker = sdir / "samples.json"
-        if marker.exists() and not self._forced("sample"):
+        if not self._forced("sample") and integrity.read_marker(marker, ("n",), self._warn) is not None:
             broken = broken_images(task, items, sdir)  # every rank: they must agree on regenerating
             if not broken:
                 self._say(f"sample: reusing {sdir}")
@@ -266,6 +294,7 @@ class Runner:
                               "the same command again to generate only the missing ones.") from None
         barrier()
         if self.rank == 0:
+            _check_samples_on_disk(task, items, sdir)
             store.write_jsonl(sdir / "samples.jsonl", sample_records(items, spec.seed, task, sdir))
             write_grid(task, items, sdir)
             store.atomic_write_json(marker, {"n": len(items), "recipe": recipe.as_dict(), "seed": spec.seed,
@@ -282,9 +311,10 @@ class Runner:
                       progress: Any) -> tuple[dict[str, Any], bool]:
         cdir = self.req.runs_dir / "scores" / key
         marker = cdir / "score.json"
-        if marker.exists() and not self._forced("score"):
+        cached = None if self._forced("score") else integrity.read_marker(marker, ("metrics", "score_key"), self._warn)
+        if cached is not None:
             self._say(f"score: reusing {cdir}")
-            return json.loads(marker.read_text()), True
+            return cached, True
         t0 = time.time()
         try:
             result = task.score(sdir, items, self._ctx(cdir, progress))
@@ -397,15 +427,18 @@ class Runner:
 
             console.print(f"[dim]{text}[/dim]")
 
+    def _warn(self, text: str) -> None:
+        """A damaged cache entry and what is done about it: one unwrapped `warning:` line."""
+        self.log_lines.append(text)
+        if not self.req.quiet and self.rank == 0:
+            integrity.warn(text)
 
-def _check_finite_weights(generator: Generator, checkpoint: str | None) -> None:
-    """A checkpoint holding NaN/inf weights can only produce garbage: refuse it up front."""
-    modules = [generator.policy]
-    if has_capability(generator, "tokenizer_decoder") and isinstance(generator.tokenizer_decoder, torch.nn.Module):
-        modules.append(generator.tokenizer_decoder)
-    for module in modules:
-        for name, tensor in module.state_dict().items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                source = checkpoint or "the default weights"
-                raise CheckpointError(f"Bad checkpoint {source}: its weight '{name}' holds NaN or infinite values "
-                                      "(a diverged training run?). Use an earlier checkpoint.")
+
+def _check_samples_on_disk(task: Task, items: list, sdir: Path) -> None:
+    """Every image the done marker will vouch for is on disk (a folder deleted or moved while
+    sampling must not be marked done: the marker would make the next run score a hole)."""
+    missing = integrity.missing_files(task.image_path(sdir, it) for it in items)
+    if missing:
+        raise DataError(f"{len(missing)} of {len(items)} images are missing from {sdir} after sampling (first: "
+                        f"{missing[0]}); was the folder deleted or moved meanwhile? It is not marked done: run the "
+                        "same command again to draw them.")

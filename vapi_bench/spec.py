@@ -18,11 +18,12 @@ from .params import Param
 
 #: sampling options every run accepts through --set (None = the task's / generator's default)
 SAMPLING_PARAMS: tuple[Param, ...] = (
-    Param("cfg_scale", float, None, "classifier-free guidance scale (1 = off); replaces the task's variants"),
-    Param("temperature", float, None, "softmax temperature"),
-    Param("top_k", int, None, "keep the k most likely tokens (0 = all)"),
-    Param("top_p", float, None, "nucleus sampling mass (1 = all)"),
-    Param("cfg_interval", int, None, "stop CFG after this many tokens (-1 = never)"),
+    Param("cfg_scale", float, None, "classifier-free guidance scale (1 = off); replaces the task's variants",
+          minimum=0.0),
+    Param("temperature", float, None, "softmax temperature", exclusive_minimum=0.0),
+    Param("top_k", int, None, "keep the k most likely tokens (0 = all)", minimum=0),
+    Param("top_p", float, None, "nucleus sampling mass (1 = all)", exclusive_minimum=0.0, maximum=1.0),
+    Param("cfg_interval", int, None, "stop CFG after this many tokens (-1 = never)", minimum=-1),
 )
 
 

@@ -11,12 +11,17 @@ Downloads land in `cache_dir()/<what>/<name>`:
   interrupted run never leaves a truncated checkpoint that looks valid;
 - they are verified against a sha256 when one is known: a full 64-hex digest, or a hex prefix of at
   least 8 characters (torch hub's convention of putting the prefix in the file name);
-- concurrent processes (torchrun ranks) serialise on a file lock, so only one downloads.
+- concurrent processes (torchrun ranks) serialise on a file lock, so only one downloads; a file
+  already in the cache is returned without a lock, so a shared read-only cache works;
+- they carry no credential to a host it was not meant for: plain URLs are fetched without one, and
+  `download(headers=...)` drops Authorization and cookies when a redirect leaves the origin.
 
-`hf://owner/repo[@revision]/path/in/repo` is fetched from the Hugging Face `resolve` endpoint
-(HF_ENDPOINT overrides the host, HF_TOKEN or the huggingface_hub login adds authorisation) with the
-same downloader, so Hugging Face files get the same cache layout, resume, checksum and offline
-behaviour as plain URLs.
+`hf://owner/repo[@revision]/path/in/repo` goes through huggingface_hub (`hf_hub_download`) into the
+Hugging Face cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub), so weights a user already has
+there are found without any network access and not downloaded twice, and the token (HF_TOKEN or
+`hf auth login`) follows huggingface_hub's rules: sent to the Hub, never to the CDN a file is
+redirected to. HF_ENDPOINT overrides the Hub's address. A file placed by hand at
+`cache_dir()/<what>/<name>` (or left there by an older version) is used first.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ from .errors import CheckpointError, OfflineError, VapiError
 
 _CHUNK = 1 << 20
 _MIN_SHA256_PREFIX = 8
+#: headers that authenticate their sender to one origin (urllib spells them capitalised)
+_CREDENTIAL_HEADERS = ("Authorization", "Cookie", "Proxy-authorization")
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None)
 
@@ -55,6 +62,13 @@ def is_offline() -> bool:
     return os.environ.get("VAPI_BENCH_OFFLINE", "").lower() in {"1", "true", "yes"} or os.environ.get(
         "HF_HUB_OFFLINE", ""
     ) == "1"
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache: HF_HUB_CACHE as set now, else huggingface_hub's default."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
 
 
 def sha256_file(path: Path | str, chunk: int = _CHUNK) -> str:
@@ -100,20 +114,36 @@ class HfFile:
 
     @property
     def url(self) -> str:
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-        return f"{endpoint}/{self.repo_id}/resolve/{urllib.parse.quote(self.revision, safe='')}/{self.filename}"
+        return f"{_hf_endpoint()}/{self.repo_id}/resolve/{urllib.parse.quote(self.revision, safe='')}/{self.filename}"
 
+    def in_hub_cache(self) -> Path | None:
+        """The file in the Hugging Face cache, if it is there (looked up on disk only)."""
+        from huggingface_hub import try_to_load_from_cache
 
-def _hf_headers() -> dict[str, str]:
-    token = os.environ.get("HF_TOKEN")
-    if token is None:
+        found = try_to_load_from_cache(self.repo_id, self.filename, cache_dir=hub_cache_dir(), revision=self.revision)
+        return Path(found) if isinstance(found, str) else None
+
+    def download(self, what: str) -> Path:
+        """Fetch the file into the Hugging Face cache with huggingface_hub (its resume, locking and token rules)."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import EntryNotFoundError  # where huggingface_hub 0.23 has it too
+
         try:
-            from huggingface_hub import get_token
+            return Path(hf_hub_download(self.repo_id, self.filename, revision=self.revision,
+                                        cache_dir=hub_cache_dir(), endpoint=_hf_endpoint()))
+        except (OSError, EntryNotFoundError, ValueError) as exc:
+            reason = exc.__cause__ or exc  # huggingface_hub wraps the Hub's answer (404, 401) in a cache miss
+            detail = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+            raise DownloadError(
+                f"{what}: downloading {self.filename} from {self.repo_id} ({self.url}) failed ({detail}). Check the "
+                "network and, for a gated or private repository, your token (HF_TOKEN or `hf auth login`); or "
+                "pass a local path."
+            ) from None
 
-            token = get_token()
-        except ImportError:
-            token = None
-    return {"Authorization": f"Bearer {token}"} if token else {}
+
+def _hf_endpoint() -> str:
+    """The Hub's address: HF_ENDPOINT as set now (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
 def _url_basename(url: str) -> str:
@@ -124,12 +154,16 @@ def _url_basename(url: str) -> str:
 
 
 def cached_location(what: str, url: str | None = None, local_name: str | None = None) -> Path:
-    """Where a download of `url` for `what` lives in the cache (whether or not it is there)."""
+    """Where the file of `url` for `what` is read from: `cache_dir()/<what>/<name>`, or for a
+    Hugging Face file not placed there, its copy in the Hugging Face cache if it has one."""
     if local_name is None:
         if url is None:
             raise ValueError(f"{what}: need a URL or a local_name to place the file in the cache.")
         local_name = HfFile.parse(url).filename if url.startswith("hf://") else _url_basename(url)
-    return cache_dir() / what / local_name
+    placed = cache_dir() / what / local_name
+    if url is not None and url.startswith("hf://") and not placed.is_file():
+        return HfFile.parse(url).in_hub_cache() or placed
+    return placed
 
 
 def resolve_weight(
@@ -150,6 +184,7 @@ def resolve_weight(
     for the default location (`url`, which may itself be hf://, or `hf_repo` + `hf_filename`).
     `what` names the weight in messages and is the cache sub-folder. `offline` defaults to
     is_offline(). Raises OfflineError when the file is absent and downloading is not allowed.
+    `progress` reports plain URL downloads; huggingface_hub draws its own bar for hf:// files.
     """
     if spec is not None and str(spec) != "":
         text = str(spec)
@@ -164,18 +199,40 @@ def resolve_weight(
     if url is None:
         raise OfflineError(f"{what}: no local path was given and no default download location is known.")
 
-    source = HfFile.parse(url).url if url.startswith("hf://") else url
     target = cached_location(what, url, local_name)
     if target.is_file():
         return target
     if is_offline() if offline is None else offline:
-        raise OfflineError(
-            f"{what}: {target} is missing and offline mode forbids downloading it. Download {source} "
-            f"on a connected machine (`vapi-bench prepare` fills the cache {cache_dir()}) and copy the file "
-            f"to {target}, or pass a local path instead."
+        raise OfflineError(_offline_message(what, url, target))
+    if url.startswith("hf://"):
+        return _checked_hub_file(HfFile.parse(url).download(what), sha256, what)
+    return download(url, target, sha256=sha256, what=what, progress=progress)
+
+
+def _offline_message(what: str, url: str, target: Path) -> str:
+    """Which file is missing, where it comes from, and where an offline run looks for it."""
+    if url.startswith("hf://"):
+        hf = HfFile.parse(url)
+        return (
+            f"{what}: {hf.url} is neither in the Hugging Face cache {hub_cache_dir()} nor at "
+            f"{target}, and offline mode forbids downloading it. Run `vapi-bench prepare` on a connected machine "
+            f"and copy its Hugging Face cache here (or set HF_HUB_CACHE), put the file at {target}, or pass a "
+            "local path instead."
         )
-    headers = _hf_headers() if url.startswith("hf://") else {}
-    return download(source, target, sha256=sha256, what=what, headers=headers, progress=progress)
+    return (
+        f"{what}: {target} is missing and offline mode forbids downloading it. Download {url} on a connected "
+        f"machine (`vapi-bench prepare` fills the cache {cache_dir()}) and copy the file to {target}, or pass a "
+        "local path instead."
+    )
+
+
+def _checked_hub_file(path: Path, sha256: str | None, what: str) -> Path:
+    """`path` once its sha256 matches; a mismatch names the file to delete from the Hugging Face cache."""
+    try:
+        check_sha256(path, sha256, what)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} It is in the Hugging Face cache; delete it and run again.") from None
+    return path
 
 
 def download(
@@ -188,7 +245,10 @@ def download(
     progress: Progress | None = None,
     timeout: float = 60.0,
 ) -> Path:
-    """Download `url` to `target`: resumable (.part + Range), locked, sha256-checked, atomic."""
+    """Download `url` to `target`: resumable (.part + Range), locked, sha256-checked, atomic.
+
+    `headers` go to `url`'s origin only: a redirect to another host gets none of its credentials.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.with_name(f".{target.name}.lock"))):
@@ -214,7 +274,7 @@ def _fetch_into(
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to fetch: the part file is already complete
             total = _total_from_content_range(exc.headers.get("Content-Range"))
@@ -252,6 +312,27 @@ def _fetch_into(
         raise DownloadError(
             f"{what}: download of {url} stopped after {done} of {total} bytes; run again to resume."
         )
+
+
+class _CredentialsStayOnTheirOrigin(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, dropping credentials when one leaves the origin (scheme, host, port) they
+    were sent to: urllib copies every header to the new host, so a token meant for one server would
+    reach whatever host a redirect names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in _CREDENTIAL_HEADERS:
+                new.remove_header(name)
+        return new
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+
+
+_OPENER = urllib.request.build_opener(_CredentialsStayOnTheirOrigin)
 
 
 def _total_from_content_range(value: str | None) -> int | None:

@@ -15,10 +15,10 @@ from vapi_bench.training import (PIXEL_PARAMS, TRAINING_PARAMS, Batch, MetricMet
                                  build_pixel_objective, draw_group, finetune_module)
 
 PT_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + PIXEL_PARAMS + (
-    Param("samples_per_image", int, 1, "teacher-forced samples decoded per image and step"),
-    Param("temperature", float, 1.0, "sampling temperature of the teacher-forced samples"),
-    Param("top_k", int, 0, "top-k filter for the samples (0 = off)"),
-    Param("top_p", float, 1.0, "nucleus filter for the samples (1 = off)"),
+    Param("samples_per_image", int, 1, "teacher-forced samples decoded per image and step", minimum=1),
+    Param("temperature", float, 1.0, "sampling temperature of the teacher-forced samples", exclusive_minimum=0.0),
+    Param("top_k", int, 0, "top-k filter for the samples (0 = off)", minimum=0),
+    Param("top_p", float, 1.0, "nucleus filter for the samples (1 = off)", exclusive_minimum=0.0, maximum=1.0),
 )
 
 

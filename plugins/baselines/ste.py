@@ -21,9 +21,9 @@ from vapi_bench.training import (PIXEL_PARAMS, TRAINING_PARAMS, Batch, MetricMet
 
 STE_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + PIXEL_PARAMS + (
     Param("beta", float, None, "β: weight of the teacher-forced cross-entropy term; None = the recipe's (0.1, "
-          "VA-π's)", from_recipe=True),
-    Param("temperature", float, 1.0, "logits are divided by this before the Gumbel-softmax"),
-    Param("ste_tau", float, 1.0, "Gumbel-softmax temperature τ of the soft (backward) path"),
+          "VA-π's)", from_recipe=True, minimum=0.0),
+    Param("temperature", float, 1.0, "logits are divided by this before the Gumbel-softmax", exclusive_minimum=0.0),
+    Param("ste_tau", float, 1.0, "Gumbel-softmax temperature τ of the soft (backward) path", exclusive_minimum=0.0),
 )
 
 

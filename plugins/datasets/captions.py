@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vapi_bench.errors import DataError, UsageError
+from vapi_bench.errors import DataError, UsageError, decode_utf8
 from vapi_bench.params import Param
 
 from .base import ON_CORRUPT, ImageConditionDataset
@@ -34,20 +34,19 @@ class CaptionsJsonl(ImageConditionDataset):
         if not file.is_file():
             raise DataError(f"Caption file {file} does not exist.")
         self.items: list[tuple[Path, str]] = []
-        with open(file, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    image, caption = record[image_key], record[caption_key]
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise DataError(f"{file} line {number}: expected a JSON object with '{image_key}' and "
-                                    f"'{caption_key}' ({type(exc).__name__}: {exc}).") from None
-                if not isinstance(caption, str):
-                    raise DataError(f"{file} line {number}: '{caption_key}' must be a string.")
-                image_path = Path(image).expanduser()
-                self.items.append((image_path if image_path.is_absolute() else file.parent / image_path, caption))
+        for number, line in enumerate(decode_utf8(file.read_bytes(), file).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                image, caption = record[image_key], record[caption_key]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DataError(f"{file} line {number}: expected a JSON object with '{image_key}' and "
+                                f"'{caption_key}' ({type(exc).__name__}: {exc}).") from None
+            if not isinstance(caption, str):
+                raise DataError(f"{file} line {number}: '{caption_key}' must be a string.")
+            image_path = Path(image).expanduser()
+            self.items.append((image_path if image_path.is_absolute() else file.parent / image_path, caption))
         if not self.items:
             raise DataError(f"Caption file {file} has no records.")
 

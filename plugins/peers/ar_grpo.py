@@ -47,24 +47,24 @@ from .rewards import RewardMix, class_texts
 
 _RECIPE = "; None = the recipe's (recipes.AR_GRPO_RECIPES)"
 AR_GRPO_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + (
-    Param("group_size", int, None, "G: rollouts per prompt" + _RECIPE, from_recipe=True),
-    Param("rollout_cfg", float, None, "classifier-free guidance scale of the rollouts" + _RECIPE, from_recipe=True),
+    Param("group_size", int, None, "G: rollouts per prompt" + _RECIPE, from_recipe=True, minimum=2),
+    Param("rollout_cfg", float, None, "classifier-free guidance scale of the rollouts" + _RECIPE, from_recipe=True, minimum=1.0),
     Param("beta", float, None, "β: weight of the k3 KL to the frozen initial model (0 = no reference model)" + _RECIPE,
-          from_recipe=True),
+          from_recipe=True, minimum=0.0),
     Param("rewards", str, None, "reward scorers and weights, 'name:w,name[key=value,...]:w' (summed with nansum; "
           "brackets set the scorer's own parameters, e.g. clip-score[arch=ViT-B-32])" + _RECIPE, from_recipe=True),
     Param("class_names", str, "", "class-conditional models, text rewards: file with one class name per line "
           "(line i = class i); empty = the generator's own names (LlamaGen ImageNet: the 1,000 WordNet names)"),
     Param("class_prompt", str, "", "class-conditional models, text rewards: the text of a class, {} = its name; "
           "empty = the generator's ('a photo of {}' as AR-GRPO; shapes: 'a photo of a {}')"),
-    Param("decode_chunk", int, None, "rollouts decoded and scored per batch" + _RECIPE, from_recipe=True),
-    Param("clip_eps", float, 0.2, "PPO clip range ε (acts only with num_iterations > 1)"),
-    Param("adv_eps", float, 1e-4, "added to the group std of the advantage (TRL: 1e-4)"),
-    Param("temperature", float, 1.0, "rollout temperature (also divides the update's logits)"),
-    Param("top_k", int, 0, "rollout top-k (0 = off, official)"),
-    Param("top_p", float, 1.0, "rollout nucleus filter (1 = off, official)"),
+    Param("decode_chunk", int, None, "rollouts decoded and scored per batch" + _RECIPE, from_recipe=True, minimum=1),
+    Param("clip_eps", float, 0.2, "PPO clip range ε (acts only with num_iterations > 1)", exclusive_minimum=0.0),
+    Param("adv_eps", float, 1e-4, "added to the group std of the advantage (TRL: 1e-4)", exclusive_minimum=0.0),
+    Param("temperature", float, 1.0, "rollout temperature (also divides the update's logits)", exclusive_minimum=0.0),
+    Param("top_k", int, 0, "rollout top-k (0 = off, official)", minimum=0),
+    Param("top_p", float, 1.0, "rollout nucleus filter (1 = off, official)", exclusive_minimum=0.0, maximum=1.0),
     Param("num_iterations", int, 1, "optimiser steps per rollout batch; 1 (official) makes the PPO ratio 1 "
-          "so the clip never acts"),
+          "so the clip never acts", minimum=1),
     Param("logprob_cfg", str, "conditional", "'conditional': log-probs of the conditional branch (official, "
           "although rollouts are guided); 'guided': of u + s(c - u) at rollout_cfg",
           choices=("conditional", "guided")),

@@ -1,20 +1,33 @@
-"""`cca`: Condition Contrastive Alignment (Chen et al., ICLR 2025; docs/reference/peers.md §2).
+"""`cca`: Condition Contrastive Alignment (Chen et al., ICLR 2025), as the official LlamaGen script
+runs it (thu-ml/CCA @ 7d5a073, LlamaGen_finetune.py).
 
 A guidance-free method: it fine-tunes the policy so that sampling WITHOUT classifier-free guidance
 behaves like guided sampling, by contrasting each data pair (x, c) with a mismatched condition c⁻
 against a frozen copy of the initial model. No sampler is used in training: each step encodes its
 images with the frozen tokenizer and runs the policy and the reference teacher-forced on
-[x; x] with [c; c⁻]. Evaluate it without CFG (the `no-cfg` leaderboard row).
+[x; x] with [c; c⁻] (L244-261). Evaluate it without CFG (the `no-cfg` leaderboard row).
 
-- c⁻ rolls the conditions by one within each micro-batch (official; its micro-batch is 2 pairs),
-  or over the whole global batch with `negatives=global`; text models roll captions;
+- c⁻ rolls the conditions by one within each micro-batch (official, L234; its micro-batch is 2
+  pairs), or over the whole global batch with `negatives=global`; text models roll captions;
 - a random `uncond_ratio` of rows (drawn per image from (seed, step, position), so ranks do not
-  matter) take the null condition in both c and c⁻ and count as positives;
+  matter) take the null condition in both c and c⁻ and count as positives (L237-241, L276);
+- the loss is the sigmoid form with `uncond_ratio > 0` (L274-281) and the official linear
+  −mean Δ⁺ + λ·mean Δ⁻ with `uncond_ratio = 0` (L282-283); see cca_objective;
+- `accumulation=sum` (official): each micro-batch loss is back-propagated as it is, so a rank's
+  step gradient is the SUM over its micro-batches, clipped (max_grad_norm 1.0) as a sum (L298-302);
+  the engine then averages over ranks, as DDP does there (L195). The official step gradient is
+  therefore gradient_accumulation_steps x the mean micro-batch gradient, and with a fixed
+  batch_size and micro_batch it grows as the number of ranks falls (K = batch_size / (ranks x
+  micro_batch) per rank), exactly as it does in the official script. `accumulation=mean` weights
+  each micro-batch by its share of the rank's rows (the mean, independent of the number of ranks;
+  what this plugin did before, and what the official VAR trainer does through its optimizer
+  wrapper's 1/n_gradient_accumulation);
 - the update runs in eval mode by default: the official code keeps dropout (0.1) on in policy and
-  reference but switches condition dropout off, and this contract's train mode turns both on, which
-  would null random rows of c and c⁻; `model_mode=train` runs train mode anyway;
+  reference but switches condition dropout off (L106-118, L195-198), and this contract's train mode
+  turns both on, which would null random rows of c and c⁻; `model_mode=train` runs train mode anyway;
 - AdamW (0.9, 0.95), weight decay 0.05 on all but the *norm* parameters (official: on >= 2-D
-  parameters; the same set for LlamaGen, whose only 1-D weights are its norms), lr 1e-5, clip 1.
+  parameters, L39-61; the same set for LlamaGen, whose only 1-D weights are its norms), lr 1e-5,
+  clip 1 (L435).
 - `sharding=fsdp`: the policy trains sharded and the reference is a sharded frozen copy of the
   initial weights (vapi_bench.training.frozen_reference).
 """
@@ -32,16 +45,25 @@ from vapi_bench.seeding import derive_seed, torch_generator
 from vapi_bench.training import (TRAINING_PARAMS, Batch, FrozenReference, MetricMeter, autocast,
                                  check_null_conditions_shardable, finetune_module, uses_fsdp, with_betas)
 
-from .cca_objective import cca_loss, rolled, sequence_logprob
+from .cca_objective import cca_linear_loss, cca_loss, rolled, sequence_logprob
 from .recipes import CCA_LAMBDA, DEFAULT_LAMBDA
 
 CCA_PARAMS: tuple[Param, ...] = with_betas(TRAINING_PARAMS, (0.9, 0.95)) + (
-    Param("beta", float, 0.02, "β: scale of the log-likelihood ratios inside the sigmoid"),
+    Param("beta", float, 0.02, "β: scale of the log-likelihood ratios inside the sigmoid (unused at "
+          "uncond_ratio=0, whose official loss is linear)", exclusive_minimum=0.0),
     Param("lam", float, None, "λ: weight of the negative term (the loss is divided by max(λ, 1)); None = by "
-          "model: " + ", ".join(f"{k} {v:g}" for k, v in CCA_LAMBDA.items()) + f", others {DEFAULT_LAMBDA:g}"),
-    Param("uncond_ratio", float, 0.1, "fraction of rows given the null condition in both c and c⁻ (as positives)"),
+          "model: " + ", ".join(f"{k} {v:g}" for k, v in CCA_LAMBDA.items()) + f", others {DEFAULT_LAMBDA:g}", minimum=0.0),
+    Param("uncond_ratio", float, 0.1, "fraction of rows given the null condition in both c and c⁻ (as positives); "
+          "0 switches to the official linear loss −mean Δ⁺ + λ·mean Δ⁻ (LlamaGen_finetune.py L282-283)", minimum=0.0, exclusive_maximum=1.0),
     Param("negatives", str, "micro-batch", "roll conditions within each micro-batch (official) or over the "
           "global batch", choices=("micro-batch", "global")),
+    # a new parameter on purpose (keyed at its default): runs recorded before it averaged the
+    # micro-batch losses and used the sigmoid form at uncond_ratio = 0, so they must not share a
+    # finetune key with runs that do what the official script does
+    Param("accumulation", str, "sum", "'sum' (official LlamaGen_finetune.py: micro-batch losses back-propagated "
+          "unscaled, the rank's sum clipped, then averaged over ranks; scales with batch_size / (ranks x "
+          "micro_batch)) or 'mean' (each micro-batch weighted by its share of the rank's rows)",
+          choices=("sum", "mean")),
     Param("model_mode", str, "eval", "'eval': no dropout, no condition dropout; 'train': the model's train mode "
           "(dropout AND its own condition dropout)", choices=("eval", "train")),
 )
@@ -122,8 +144,11 @@ class CcaStep:
             ref_pos, ref_neg = self.pair_logprobs(tokens, conds, negs, null)
         pol_pos, pol_neg = self.pair_logprobs(tokens, conds, negs, null)
         delta_pos, delta_neg = pol_pos - ref_pos, pol_neg - ref_neg
-        same = torch.tensor([a == b for a, b in zip(conds, negs)], dtype=torch.bool, device=tokens.device)
-        loss = cca_loss(delta_pos, delta_neg, null.to(tokens.device) | same, cfg["beta"], cfg["lam"])
+        if cfg["uncond_ratio"] > 0:  # thu-ml/CCA LlamaGen_finetune.py L274-281
+            same = torch.tensor([a == b for a, b in zip(conds, negs)], dtype=torch.bool, device=tokens.device)
+            loss = cca_loss(delta_pos, delta_neg, null.to(tokens.device) | same, cfg["beta"], cfg["lam"])
+        else:  # L282-283: the linear form, no β, no sigmoid
+            loss = cca_linear_loss(delta_pos, delta_neg, cfg["lam"])
         meter.add("cca_loss", loss)
         meter.add("acc", (delta_pos > delta_neg).float().mean())
         meter.add("margin", (delta_pos - delta_neg).detach().mean())
@@ -132,6 +157,10 @@ class CcaStep:
         return loss
 
     def __call__(self, batch: Batch, meter: MetricMeter) -> Iterator[torch.Tensor]:
+        """Yield the micro-batch losses: as they are with `accumulation=sum` (the official loop's
+        `scaler.scale(loss).backward()` per micro-batch, thu-ml/CCA LlamaGen_finetune.py L298, so
+        the engine's clip sees the sum, L299-302), or weighted by their share of the rank's rows
+        with `accumulation=mean`. The engine's "loss" metric is the sum of what is yielded."""
         tokens = self.gen.encode(batch.images).long()
         negs, null = self.negatives(batch), self.null_rows(batch)
         meter.add("null_frac", null.float().mean())
@@ -140,4 +169,4 @@ class CcaStep:
         for start in range(0, size, m):
             rows = slice(start, min(start + m, size))
             loss = self.micro_loss(tokens[rows], batch.conditions[rows], negs[rows], null[rows], meter)
-            yield loss * ((rows.stop - rows.start) / size)
+            yield loss if self.cfg["accumulation"] == "sum" else loss * ((rows.stop - rows.start) / size)

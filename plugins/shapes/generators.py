@@ -71,7 +71,8 @@ PARAMS: tuple[Param, ...] = (
           choices=tuple(PRECISIONS)),
     Param("head_scale", float, 1.0, "divide the loaded GPT's output head (hence its logits) by this: 1.2 makes "
           "the zoo GPT over-dispersed, a synthetic control for a base with temperature headroom (applies to "
-          "the weights loaded, zoo or --checkpoint; fine-tuned weights are saved already scaled)"),
+          "the weights loaded, zoo or --checkpoint; fine-tuned weights are saved already scaled)",
+          exclusive_minimum=0.0),
 )
 
 

@@ -31,21 +31,21 @@ from .objective import corrupt_context
 
 VAPI_PARAMS: tuple[Param, ...] = TRAINING_PARAMS + PIXEL_PARAMS + (
     Param("group_size", int, None, "G: sequences sampled per image from its teacher-forced logits; None = the "
-          "recipe's (8)", from_recipe=True),
+          "recipe's (8)", from_recipe=True, minimum=2),
     Param("beta", float, None, "β: weight of the teacher-forced cross-entropy (prior) term; None = the recipe's "
-          "(0.1)", from_recipe=True),
-    Param("clip_eps", float, 0.2, "PPO clip range ε"),
+          "(0.1)", from_recipe=True, minimum=0.0),
+    Param("clip_eps", float, 0.2, "PPO clip range ε", exclusive_minimum=0.0),
     Param("adv_clip", float, None, "clamp group-normalised advantages to ±adv_clip; None = the recipe's (5)",
-          from_recipe=True),
+          from_recipe=True, exclusive_minimum=0.0),
     Param("xi", float, None, "context noise ξ: probability of replacing each context token; None = the recipe's "
-          "(c2i 0, LlamaGen T2I 0.5, Janus-Pro 0.95)", from_recipe=True),
+          "(c2i 0, LlamaGen T2I 0.5, Janus-Pro 0.95)", from_recipe=True, minimum=0.0, maximum=1.0),
     Param("noise_kernel", str, "paper", "'paper': replacement excludes the true token (Eq. 28-29); "
           "'official': uniform over the whole vocabulary, as the released code", choices=("paper", "official")),
-    Param("temperature", float, 1.0, "sampling temperature (also divides the update's logits)"),
-    Param("top_k", int, 0, "top-k filter for sampling (0 = off)"),
-    Param("top_p", float, 1.0, "nucleus filter for sampling (1 = off)"),
+    Param("temperature", float, 1.0, "sampling temperature (also divides the update's logits)", exclusive_minimum=0.0),
+    Param("top_k", int, 0, "top-k filter for sampling (0 = off)", minimum=0),
+    Param("top_p", float, 1.0, "nucleus filter for sampling (1 = off)", exclusive_minimum=0.0, maximum=1.0),
     Param("use_kl", bool, False, "add kl_coef · k3 KL to a frozen copy of the initial model (builds the copy)"),
-    Param("kl_coef", float, 0.01, "weight of the k3 KL term when use_kl"),
+    Param("kl_coef", float, 0.01, "weight of the k3 KL term when use_kl", minimum=0.0),
     Param("update_mode", str, "shared", "'shared': one forward per image serves its G rows; "
           "'per-row': G rows per image through the network (official)", choices=("shared", "per-row")),
 )

@@ -17,6 +17,7 @@ and "Category"; `DRAWBENCH_CSV_URL` is its CSV export, which `vapi-bench prepare
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from vapi_bench import __version__, load_scorer
-from vapi_bench.errors import DataError, UsageError
+from vapi_bench.errors import DataError, UsageError, decode_utf8
 from vapi_bench.interfaces import Generator, SampleItem, StageContext, Task, TaskResult, iter_batches
 from vapi_bench.params import Param
 from vapi_bench.prepare import WeightRequirement
@@ -32,6 +33,7 @@ from vapi_bench.registry import get_registry
 from vapi_bench.weights import sha256_file
 
 from .clip_models import DEFAULT_CLIP_ARCH
+from .task import MAX_IMAGES_PER_PROMPT
 from .images import load_rgb, stack_pixels
 
 DRAWBENCH_CSV_URL = (
@@ -44,13 +46,14 @@ EVALUATORS = {"clip": "clip-score (torchmetrics convention, open_clip)", "hps": 
 
 DRAWBENCH_PARAMS: tuple[Param, ...] = (
     Param("prompts_file", str, "", f"DrawBench CSV (columns Prompts, Category); empty = cached copy of {DRAWBENCH_CSV_URL}"),
-    Param("images_per_prompt", int, 1, "images generated and scored per prompt"),
+    Param("images_per_prompt", int, 1, "images generated and scored per prompt", minimum=1,
+          maximum=MAX_IMAGES_PER_PROMPT),
     Param("metrics", str, "clip,hps", "comma-separated columns: clip (clip_score) and/or hps (hpsv2.1 or hpsv2)"),
     Param("clip_arch", str, DEFAULT_CLIP_ARCH, "open_clip architecture"),
     Param("clip_weights", str, "", "CLIP weights: local file, hf://repo/file, URL or 'random'; empty = OpenAI ViT-L/14"),
     Param("hps_version", str, "v2.1", "HPS version (the column is named after it)", choices=HPS_VERSIONS),
     Param("hps_weights", str, "", "HPS checkpoint: local file, hf://repo/file or URL; empty = the official release"),
-    Param("batch_size", int, 16, "images per scoring forward pass"),
+    Param("batch_size", int, 16, "images per scoring forward pass", minimum=1),
 )
 
 
@@ -78,10 +81,10 @@ def read_drawbench_prompts(path: Path | str) -> list[dict[str, str]]:
     """[{"prompt", "category"}] from a DrawBench CSV (header names matched case-insensitively)."""
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+        text = decode_utf8(path.read_bytes(), path)
     except FileNotFoundError:
         raise DataError(f"DrawBench prompts file {path} does not exist.") from None
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     if not rows:
         raise DataError(f"DrawBench prompts file {path} holds no rows.")
     columns = {name.strip().lower(): name for name in rows[0] if name}

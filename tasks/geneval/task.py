@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from vapi_bench import __version__
-from vapi_bench.errors import DataError, UsageError
+from vapi_bench.errors import DataError, UsageError, decode_utf8
 from vapi_bench.interfaces import Generator, SampleItem, StageContext, TaskResult
 from vapi_bench.params import Param
 from vapi_bench.prepare import WeightRequirement
@@ -34,24 +34,30 @@ from .rules import GenEvalOptions, evaluate_image, summarize
 
 GENEVAL_REVISION = "djghosh13/geneval@af4902f"
 
+#: images per prompt beyond which the item list alone would not fit in memory (a typo: 4e6 for 4)
+MAX_IMAGES_PER_PROMPT = 1000
+
 GENEVAL_PARAMS: tuple[Param, ...] = (
-    Param("images_per_prompt", int, 4, "images generated and scored per prompt (GenEval: 4)"),
+    Param("images_per_prompt", int, 4, "images generated and scored per prompt (GenEval: 4)", minimum=1,
+          maximum=MAX_IMAGES_PER_PROMPT),
     Param("metadata_file", str, "", "a GenEval-format evaluation_metadata.jsonl; empty = the 553 official prompts"),
     Param("detector", str, DEFAULT_DETECTOR, "detector backend", choices=DETECTOR_BACKENDS),
     Param("detector_weights", str, "", "hf-mask2former-openmmlab: OpenMMLab .pth path/URL, converted .safetensors "
           "or 'random'; hf-mask2former: HF folder, hub id or 'random'; mmdet: .pth path or URL; "
           "empty = the backend's default"),
-    Param("detector_scale", tuple, (1333, 800), "keep-ratio test resize of the hf-mask2former* backends (mmdet's)"),
+    Param("detector_scale", tuple, (1333, 800), "keep-ratio test resize of the hf-mask2former* backends (mmdet's)",
+          minimum=1, length=2),
     Param("detector_pipeline", str, "mmdet2", "image pipeline of the hf-mask2former* backends: mmdet2 (GenEval's "
           "mmdet 2.x config: uint8 resize, pad 128 before normalising) or mmdet3 (mmdet 3.3's)", choices=PIPELINES),
     Param("mmdet_config", str, "", "mmdet config file; empty = mmdet's Mask2Former Swin-S LSJ COCO config"),
     Param("clip_arch", str, DEFAULT_CLIP_ARCH, "open_clip architecture of the colour classifier"),
     Param("clip_weights", str, "", "CLIP weights: local file, hf://repo/file, URL or 'random'; empty = OpenAI ViT-L/14"),
-    Param("threshold", float, 0.3, "detection score threshold"),
-    Param("counting_threshold", float, 0.9, "detection score threshold for counting prompts"),
-    Param("max_objects", int, 16, "detections kept per class"),
-    Param("max_overlap", float, 1.0, "NMS IoU threshold (1.0 = no NMS, GenEval's default)"),
-    Param("position_threshold", float, 0.1, "relative-position dead zone, as a fraction of the object sizes"),
+    Param("threshold", float, 0.3, "detection score threshold", minimum=0.0, maximum=1.0),
+    Param("counting_threshold", float, 0.9, "detection score threshold for counting prompts", minimum=0.0, maximum=1.0),
+    Param("max_objects", int, 16, "detections kept per class", minimum=1),
+    Param("max_overlap", float, 1.0, "NMS IoU threshold (1.0 = no NMS, GenEval's default)", minimum=0.0, maximum=1.0),
+    Param("position_threshold", float, 0.1, "relative-position dead zone, as a fraction of the object sizes",
+          minimum=0.0),
     Param("bgcolor", str, "#999", "background behind masked colour crops ('original' keeps the image)"),
     Param("crop", bool, True, "crop colour crops to the detection box"),
 )
@@ -199,7 +205,7 @@ def _load_metadata(path: str) -> list[dict[str, Any]]:
     """Read a GenEval-format evaluation_metadata.jsonl, naming the line of any broken record."""
     records = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = decode_utf8(Path(path).read_bytes(), path).splitlines()
     except FileNotFoundError:
         raise DataError(f"geneval metadata_file {path} does not exist.") from None
     for number, line in enumerate(lines, start=1):

@@ -18,6 +18,7 @@ import numpy as np
 
 from vapi_bench.errors import DataError
 from vapi_bench.hashing import file_digest
+from vapi_bench.integrity import load_npz
 from vapi_bench.metrics import InceptionExtractor, gaussian_stats
 from vapi_bench.store import atomic_write
 from vapi_bench.weights import cache_dir
@@ -58,9 +59,9 @@ class ReferenceStats:
 def cached_arrays(key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Load `cache_dir()/reference-stats/<key>.npz`, computing and atomically saving it on a miss."""
     path = cache_dir() / "reference-stats" / f"{key}.npz"
-    if path.is_file():
-        with np.load(path) as data:
-            return {name: data[name] for name in data.files}
+    cached = load_npz(path, ("mu", "sigma", "stats_source"))  # a damaged file: named, set aside, recomputed
+    if cached is not None:
+        return cached
     arrays = compute()
     atomic_write(path, lambda tmp: _savez(tmp, arrays))
     return arrays

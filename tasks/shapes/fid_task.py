@@ -39,7 +39,8 @@ PR_NEIGHBOURHOOD = 3
 EVALUATOR = "shapes-featnet (128-d features, 24-class logits)"
 
 FID_PARAMS: tuple[Param, ...] = (
-    Param("n", int, 1000, "number of samples (class-balanced; the embedded default run's size)"),
+    Param("n", int, 1000, "number of samples (class-balanced; the embedded default run's size); at most a "
+          "million, as scoring holds every image in memory", minimum=2, maximum=1_000_000),
     Param("reference_n", int, 5000, "number of held-out reference images ('ref' split)"),
     Param("reference_seed", int, 0, "data seed of the reference set"),
     Param("reference_split", str, "ref", "'ref': the test reference; 'val': the validation reference (disjoint "

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from vapi_bench.integrity import load_npz, read_marker
 from vapi_bench.metrics import gaussian_stats
 from vapi_bench.store import atomic_write, atomic_write_json
 from vapi_bench.plugins.shapes import data as shapes_data, vocab as shapes_vocab
@@ -65,11 +65,12 @@ def recipe_key(n: int, size: int, seed: int, weights_digest: str, split: str = "
 
 
 def _cached(key: str, path: Path) -> ReferenceFeatures | None:
-    try:
-        with np.load(path) as data:
-            return ReferenceFeatures(data["features"], data["mu"], data["sigma"], key, path, cached=True)
-    except (OSError, ValueError, KeyError):  # missing or damaged cache file: recompute it
+    """The cached features of `key`, or None when absent or damaged (a damaged file is named and set
+    aside: a zero-byte .npz would otherwise fail every later run)."""
+    arrays = load_npz(path, ("features", "mu", "sigma"))
+    if arrays is None:
         return None
+    return ReferenceFeatures(arrays["features"], arrays["mu"], arrays["sigma"], key, path, cached=True)
 
 
 def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: int, seed: int,
@@ -78,18 +79,14 @@ def load_reference(net: "ShapesFeatureNet", weights_digest: str, n: int, size: i
     """Reference features and Gaussian statistics, from the cache when the content matches."""
     folder = cache_dir() / "shapes-ref"
     index = folder / f"recipe-{recipe_key(n, size, seed, weights_digest, split)}.json"
-    if index.exists():
-        try:
-            key = json.loads(index.read_text())["key"]
-        except (OSError, ValueError, KeyError):
-            key = None
-        found = _cached(key, folder / f"{key}.npz") if key else None
-        if found is not None:
-            return found
+    key = (read_marker(index, ("key",)) or {}).get("key")
+    found = _cached(key, folder / f"{key}.npz") if isinstance(key, str) and key else None
+    if found is not None:
+        return found
     images = reference_images(n, size, seed, split)
     key = reference_key(images, weights_digest)
     path = folder / f"{key}.npz"
-    found = _cached(key, path) if path.exists() else None
+    found = _cached(key, path)
     if found is not None:
         atomic_write_json(index, {"key": key})
         return found

@@ -65,7 +65,8 @@ def gather(task: str, results_dir: Path) -> ReportContent:
     if not bundle.get("grids"):
         notes.append(f"No samples, training curves or provenance collected for '{task}' yet: run "
                      f"`vapi-bench report -t {task} --collect` where its runs/ directory is.")
-    missing = [r for r in df.get("run_id", pd.Series(dtype=str)).astype(str).unique() if runs and r not in runs]
+    run_ids = df.get("run_id", pd.Series(dtype=object)).dropna()  # a row from before run ids names none
+    missing = [r for r in run_ids.astype(str).unique() if runs and r not in runs]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         notes.append(f"{len(missing)} leaderboard run(s) have no collected provenance or samples ({shown}); "

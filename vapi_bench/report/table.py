@@ -84,7 +84,7 @@ def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None) -> Boar
         seeds = group["seed"].nunique() if "seed" in group else len(group)
         row["seeds"] = Cell(str(seeds), float(seeds))
         row["recipe"] = Cell(recipe_text(first))
-        ids = [str(r) for r in group["run_id"]] if "run_id" in group else []
+        ids = [str(r) for r in group["run_id"].dropna()] if "run_id" in group else []
         row["budget"] = Cell(_budget(first, group, ids, budgets or {}))
         rows.append(row)
         run_ids.append(ids)

@@ -9,6 +9,7 @@ by the runner (vapi_bench.training.recipes).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping
 
 from torch import nn
@@ -18,24 +19,24 @@ from ..errors import UsageError
 from ..interfaces import Generator, StageContext
 from ..params import Param
 from .engine import StepFn, TrainConfig, build_adamw, train, training_dataset
-from .recipes import check_training_values, recipe_keys, resolve_outside_a_run
+from .recipes import recipe_keys, resolve_outside_a_run
 
 RESUMABLE_CHANGES = ("steps", "ckpt_every")  # may differ between a checkpoint and its resumption
 
 
 TRAINING_PARAMS: tuple[Param, ...] = (
-    Param("lr", float, None, "AdamW learning rate (constant, no warm-up); None = the recipe's", from_recipe=True),
-    Param("weight_decay", float, None, "AdamW weight decay (never applied to parameters named *norm*); None = the "
-          "recipe's", from_recipe=True),
-    Param("betas", tuple, (0.9, 0.999), "AdamW betas"),
-    Param("max_grad_norm", float, 1.0, "clip the global gradient norm to this (0 = no clipping)"),
-    Param("steps", int, None, "optimiser steps; None = the recipe's", from_recipe=True),
-    Param("batch_size", int, None, "images per optimiser step, over all ranks; None = the recipe's", from_recipe=True),
+    Param("lr", float, None, "AdamW learning rate (constant, no warm-up)", from_recipe=True, exclusive_minimum=0.0),
+    Param("weight_decay", float, None, "AdamW weight decay (never applied to parameters named *norm*)",
+          from_recipe=True, minimum=0.0),
+    Param("betas", tuple, (0.9, 0.999), "AdamW betas", minimum=0.0, exclusive_maximum=1.0, length=2),
+    Param("max_grad_norm", float, 1.0, "clip the global gradient norm to this (0 = no clipping)", minimum=0.0),
+    Param("steps", int, None, "optimiser steps", from_recipe=True, minimum=1),
+    Param("batch_size", int, None, "images per optimiser step, over all ranks", from_recipe=True, minimum=1),
     Param("micro_batch", int, None, "images per forward/backward pass; accumulation = batch_size / (ranks x "
-          "micro_batch); None = the recipe's (engine default 1)", from_recipe=True),
+          "micro_batch) (engine default 1)", from_recipe=True, minimum=1),
     Param("precision", str, None, "fp32 or bf16 autocast; None = the run's --precision", choices=(None, "fp32", "bf16")),
-    Param("ckpt_every", int, None, "save a resumable checkpoint every N steps; None = the recipe's (engine default "
-          "25)", from_recipe=True),
+    Param("ckpt_every", int, None, "save a resumable checkpoint every N steps (engine default 25)", from_recipe=True,
+          minimum=1),
     Param("dataset", str, None, "training data (registered dataset name); None = the generator's default dataset"),
     Param("sharding", str, "ddp", "with several ranks: 'ddp' replicates the trained module and averages gradients; "
           "'fsdp' shards its parameters, gradients and optimiser state over the ranks (FSDP2), for models that "
@@ -45,7 +46,7 @@ TRAINING_PARAMS: tuple[Param, ...] = (
 
 def with_betas(params: tuple[Param, ...], betas: tuple[float, float]) -> tuple[Param, ...]:
     """TRAINING_PARAMS with another default for AdamW's betas (CCA's official (0.9, 0.95))."""
-    return tuple(Param("betas", tuple, betas, p.help) if p.name == "betas" else p for p in params)
+    return tuple(replace(p, default=betas) if p.name == "betas" else p for p in params)
 
 
 def finetune_module(
@@ -70,7 +71,6 @@ def finetune_module(
     if any(cfg.get(k) is None for k in recipe_keys(TRAINING_PARAMS)):
         # a method built outside a run (vapi_bench.load_method, a notebook): the runner's own lookup
         cfg, source = resolve_outside_a_run(method, cfg, generator, ctx.precision)
-    check_training_values(cfg, f"method '{method}'")
     cfg = {**cfg, "recipe": source or "set explicitly"}
     data = training_dataset(dataset, cfg["dataset"], generator.image_size)
     module.requires_grad_(True)

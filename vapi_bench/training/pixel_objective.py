@@ -15,13 +15,13 @@ from ..interfaces import Generator
 from ..params import Param
 
 PIXEL_PARAMS: tuple[Param, ...] = (
-    Param("w_mse", float, 1.0, "weight of the pixel MSE term (images in [-1, 1])"),
-    Param("w_perceptual", float, 1.0, "weight of the perceptual term (0 = no perceptual scorer is built)"),
+    Param("w_mse", float, 1.0, "weight of the pixel MSE term (images in [-1, 1])", minimum=0.0),
+    Param("w_perceptual", float, 1.0, "weight of the perceptual term (0 = no perceptual scorer is built)", minimum=0.0),
     Param("perceptual", str, None, "perceptual scorer (registered scorer name); None = the recipe's", from_recipe=True),
     Param("perceptual_weights", str, None, "the perceptual scorer's network weights (its `weights` parameter: "
           "local path, or URL / hf:// for LPIPS); None = the scorer's default"),
     Param("decode_chunk", int, None, "images decoded (and scored) per batch; None = the recipe's (engine default 8)",
-          from_recipe=True),
+          from_recipe=True, minimum=1),
 )
 
 

@@ -99,13 +99,13 @@ def resolve_recipe(
     generator's default."""
     offered, source = recipe_defaults(method, generator, registry)
     out, missing = dict(values), []
-    for key in recipe_keys(declared):
-        if out.get(key) is not None:
+    for param in (p for p in declared if p.from_recipe):
+        if out.get(param.name) is not None:
             continue
-        if key in offered:
-            out[key] = offered[key]
+        if param.name in offered:  # a recipe's value gets the same type and range checks as a --set one
+            out[param.name] = param.coerce(offered[param.name], f"method '{method}' (recipe of '{source}')")
         else:
-            missing.append(key)
+            missing.append(param.name)
     if "precision" in out and out["precision"] is None:
         out["precision"] = precision
     if "dataset" in out and out["dataset"] is None:
@@ -124,7 +124,6 @@ def resolve_run_recipes(
     for name, (declared, values) in methods.items():
         out, lacking, source = resolve_recipe(name, declared, values, generator, precision=precision,
                                               registry=registry)
-        check_training_values(out, f"method '{name}'")
         resolved[name] = (out, source or "set explicitly")
         if lacking:
             missing[name] = lacking
@@ -200,20 +199,3 @@ def recipe_lr(method: str, generator: Any, registry: Any = None) -> float:
         raise UsageError(f"no recipe lr for model '{getattr(generator, 'name', '?')}' (family "
                          f"'{getattr(generator, 'family', '')}') and method '{method}'; give --lr-center.")
     return float(offered["lr"])
-
-
-_POSITIVE = ("lr", "steps", "batch_size", "micro_batch", "ckpt_every", "decode_chunk", "group_size", "temperature")
-
-
-def check_training_values(values: Mapping[str, Any], where: str) -> None:
-    """Ranges every method's resolved values must respect (a value still None is not checked here:
-    it is reported as missing)."""
-    for name in _POSITIVE:
-        if values.get(name) is not None and not values[name] > 0:
-            raise UsageError(f"{where}: {name} must be positive, got {values[name]!r}.")
-    if values.get("group_size") is not None and values["group_size"] < 2:
-        raise UsageError(f"{where}: group_size must be at least 2 (advantages are normalised within a group).")
-    if values.get("xi") is not None and not 0.0 <= values["xi"] <= 1.0:
-        raise UsageError(f"{where}: xi (context noise probability) must be in [0, 1], got {values['xi']}.")
-    if values.get("top_p") is not None and not 0.0 < values["top_p"] <= 1.0:
-        raise UsageError(f"{where}: top_p must be in (0, 1], got {values['top_p']}.")
