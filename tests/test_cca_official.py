@@ -189,14 +189,20 @@ def test_step_gradient_is_the_official_sum_of_micro_batch_gradients(tmp_path):
     assert _norm(official) > 1.0 > _norm(official) / 4
 
 
-def test_engine_clips_the_sum_and_logs_its_norm(tmp_path):
+def _official_setup(tmp_path, **overrides):
+    """A perturbed tiny model, its resolved CCA config, a CcaStep (only for its null-row draw) and
+    the official loop's own copies: policy, reference (both θ_0) and optimiser."""
     gen = _gen()
     _perturb(gen.policy)
     start = copy.deepcopy(gen.policy).eval()  # θ_ref = θ_0 (the engine's reference is the initial policy)
-    cfg = _resolved(gen, tmp_path)
-    helper = CcaStep(gen, cfg, 0, None)  # only for its null-row draw
+    cfg = _resolved(gen, tmp_path, **overrides)
     model, ref_model = copy.deepcopy(start), copy.deepcopy(start)
     optimizer = official_optimizer(model, cfg["weight_decay"], cfg["lr"], tuple(cfg["betas"]))
+    return gen, start, cfg, CcaStep(gen, cfg, 0, None), model, ref_model, optimizer
+
+
+def test_engine_clips_the_sum_and_logs_its_norm(tmp_path):
+    gen, start, cfg, helper, model, ref_model, optimizer = _official_setup(tmp_path)
     micro, _ = _micro_batches(helper, gen, RandomImages(), 0, cfg)
     expected_norm = official_step(model, ref_model, optimizer, micro, _args(cfg, gen))
 
@@ -215,13 +221,7 @@ def test_three_adamw_steps_match_the_official_loop(tmp_path, uncond_ratio):
     # into the range instead (sum clipped, sum / K not)
     overrides = dict(uncond_ratio=uncond_ratio) if uncond_ratio else dict(uncond_ratio=0.0, lam=0.5,
                                                                            max_grad_norm=40.0)
-    gen = _gen()
-    _perturb(gen.policy)
-    start = copy.deepcopy(gen.policy).eval()
-    cfg = _resolved(gen, tmp_path, **overrides)
-    helper = CcaStep(gen, cfg, 0, None)
-    model, ref_model = copy.deepcopy(start), copy.deepcopy(start)
-    optimizer = official_optimizer(model, cfg["weight_decay"], cfg["lr"], tuple(cfg["betas"]))
+    gen, start, cfg, helper, model, ref_model, optimizer = _official_setup(tmp_path, **overrides)
     norms = []
     for step_no in range(cfg["steps"]):
         micro, _ = _micro_batches(helper, gen, RandomImages(), step_no, cfg)
@@ -336,13 +336,7 @@ def test_two_ranks_average_the_per_rank_sums_as_official_ddp(tmp_path):
     import torch.multiprocessing as mp
     from test_vapi_ddp import _free_port
 
-    gen = _gen()
-    _perturb(gen.policy)
-    start = copy.deepcopy(gen.policy).eval()
-    cfg = _resolved(gen, tmp_path, **DIST_RUN)
-    helper = CcaStep(gen, cfg, 0, None)
-    model, ref_model = copy.deepcopy(start), copy.deepcopy(start)
-    optimizer = official_optimizer(model, cfg["weight_decay"], cfg["lr"], tuple(cfg["betas"]))
+    gen, start, cfg, helper, model, ref_model, optimizer = _official_setup(tmp_path, **DIST_RUN)
     args = _args(cfg, gen)
     norms = []
     for step_no in range(cfg["steps"]):

@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vapi_bench.registry as registry_module
-from vapi_bench.cli import main
 from vapi_bench.errors import DataError, UsageError
 from vapi_bench.params import Param, resolve_params
 from vapi_bench.registry import build_registry
@@ -32,20 +31,6 @@ C2I = ["-m", "shapes-c2i", "-a", "none", "-t", "shapes-fid", "--limit", "4"]
 def registry(monkeypatch, tmp_path):
     monkeypatch.setattr(registry_module, "_REGISTRY", build_registry())
     monkeypatch.setenv("VAPI_BENCH_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def cli(capsys, tmp_path):
-    """cli(*args) -> (exit code, printed text), with --runs-dir/--results-dir in tmp_path."""
-    def run(*args):
-        extra = ["--runs-dir", str(tmp_path / "runs")] if args[0] in ("run", "finetune", "sample") else []
-        extra += ["--results-dir", str(tmp_path / "res")] if args[0] in ("run", "sample") else []
-        with pytest.raises(SystemExit) as info:
-            main([*args, *extra])
-            raise SystemExit(0)
-        captured = capsys.readouterr()
-        return info.value.code, captured.out + captured.err
-    return run
 
 
 def _message(text: str) -> list[str]:

@@ -20,7 +20,6 @@ from safetensors.torch import load_file, save_file
 
 import vapi_bench.registry as registry_module
 from vapi_bench import store
-from vapi_bench.cli import main
 from vapi_bench.errors import CheckpointError
 from vapi_bench.registry import build_registry
 
@@ -35,24 +34,6 @@ FIXTURE = ["-m", "fixture-palette", "-a", "fixture-sft", "-t", "fixture-colour"]
 def registry(monkeypatch):
     monkeypatch.setattr(registry_module, "_REGISTRY",
                         build_registry(extra_plugins=[("reliability", reliability_plugin)]))
-
-
-@pytest.fixture
-def cli(capsys, tmp_path):
-    """cli(*args) -> (exit code, printed text); the command's --runs-dir/--results-dir default to tmp_path."""
-    options = {"run": ("runs", "res"), "sample": ("runs", "res"), "score": ("runs", "res"), "finetune": ("runs",),
-               "leaderboard": ("res",)}
-
-    def run(*args, dirs=True):
-        extra = []
-        for folder in options.get(args[0], ()) if dirs else ():
-            extra += ["--runs-dir" if folder == "runs" else "--results-dir", str(tmp_path / folder)]
-        with pytest.raises(SystemExit) as info:
-            main([*args, *extra])
-            raise SystemExit(0)
-        captured = capsys.readouterr()
-        return info.value.code, captured.out + captured.err
-    return run
 
 
 def _finetune_dir(tmp_path) -> Path:

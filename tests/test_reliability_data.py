@@ -23,7 +23,6 @@ from vapi_bench_fixture_plugin import PaletteGenerator
 import vapi_bench.registry as registry_module
 from vapi_bench import Entry, hookimpl
 from vapi_bench import leaderboard as lb
-from vapi_bench.cli import main
 from vapi_bench.errors import CheckpointError
 from vapi_bench.registry import build_registry
 
@@ -63,23 +62,6 @@ def register_generators(register):
 def registry(monkeypatch, tmp_path):
     monkeypatch.setattr(registry_module, "_REGISTRY", build_registry(extra_plugins=[("data", sys.modules[__name__])]))
     monkeypatch.setenv("VAPI_BENCH_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def cli(capsys, tmp_path):
-    """cli(*args) -> (exit code, printed text), with --runs-dir/--results-dir (and report's --out) in tmp_path."""
-    options = {"run": ("runs", "res"), "sample": ("runs", "res"), "score": ("runs", "res"), "finetune": ("runs",),
-               "leaderboard": ("res",), "report": ("runs", "res", "out")}
-    flags = {"runs": "--runs-dir", "res": "--results-dir", "out": "--out"}
-
-    def run(*args):
-        extra = [item for folder in options.get(args[0], ()) for item in (flags[folder], str(tmp_path / folder))]
-        with pytest.raises(SystemExit) as info:
-            main([*args, *extra])
-            raise SystemExit(0)
-        captured = capsys.readouterr()
-        return info.value.code, captured.out + captured.err
-    return run
 
 
 def _message(text: str) -> list[str]:
