@@ -79,33 +79,129 @@ def test_lr_grid_and_choice():
         parse_lab_method("sft:reward-only")
 
 
-def test_tune_gives_every_grid_point_one_try_on_validation_then_seeds_on_test(tmp_path):
-    """Three grid points on the tune seed, scored on the validation setting (per_class=3 -> 24
-    samples); the best one runs on both test seeds (per_class=2 -> 16 samples); leaderboard rows
-    carry the chosen lr and the grid."""
+def _stage_keys(runs_dir, run_ids):
+    keys = set()
+    for run_id in set(run_ids):
+        record = json.loads((runs_dir / run_id / "run.json").read_text())
+        keys |= {v["sample"] for v in record["stage_keys"]["variants"]}
+    return keys
+
+
+def test_tune_tries_every_setting_on_tune_seeds_and_reports_on_disjoint_test_seeds(tmp_path):
+    """Through the CLI on the fixture plugin: every grid point and every base temperature is tried
+    on the tune seeds (validation setting, per_class=3 -> 24 samples); the choices run on the test
+    seeds (16 samples); no sample set scored for a choice is a test row; the tuned-T base gets
+    exactly a method's number of tries."""
+    runs, res = tmp_path / "runs", tmp_path / "res"
     with pytest.raises(SystemExit) as info:
         main(["lab", "tune", "-m", "fixture-palette", "-t", "fixture-colour", "--methods", "fixture-sft",
-              "--lr-center", "1.0", "--lr-factors", "0.01,0.1,1", "--seeds", "0,1", "--tune-seed", "0",
-              "--select-metric", "accuracy", "--select-variant", "no-cfg", "--select-mode", "max",
-              "--validate", "task.per_class=3", "--no-controls",
-              "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")])
+              "--lr-center", "1.0", "--lr-factors", "0.01,0.1,1", "--seeds", "0,1", "--tune-seeds", "100",
+              "--temperatures", "1.0,0.9,0.8", "--select-metric", "accuracy", "--select-variant", "no-cfg",
+              "--select-mode", "max", "--validate", "task.per_class=3", "--no-controls",
+              "--runs-dir", str(runs), "--results-dir", str(res)])
         raise SystemExit(0)
     assert info.value.code == 0
-    res = tmp_path / "res"
     every = pd.read_csv(res / "lab-fixture-palette-fixture-colour-validation.csv")
-    assert set(every["n_samples"]) == {24} and set(every["seed"]) == {0}
-    assert every["label"].tolist().count("none") == 1  # the base, scored on validation too
-    validation = every[every["label"] == "fixture-sft"]
-    assert sorted(validation["lr"]) == [0.01, 0.1, 1.0]
-    best = validation.sort_values(["accuracy", "lr"], ascending=[False, True]).iloc[0]["lr"]
-    assert validation.loc[validation["chosen"].astype(str) == "True", "lr"].tolist() == [best]
+    assert set(every["n_samples"]) == {24} and set(every["seed"]) == {100}
+    method, tuned_t = every[every["label"] == "fixture-sft"], every[every["label"] == "tuned-T"]
+    assert len(method) >= 3 and len(tuned_t) == len(method)  # the same tries, grown grid included
+    best = method.sort_values(["accuracy", "lr"], ascending=[False, True]).iloc[0]["lr"]
+    assert method.loc[method["chosen"].astype(str) == "True", "lr"].tolist() == [best]
     board = pd.read_csv(res / "leaderboard-fixture-colour.csv")
-    tuned = board[board["label"] == "fixture-sft"]
-    assert sorted(tuned["seed"]) == [0, 1] and set(tuned["lr"]) == {best} and set(tuned["n_samples"]) == {16}
-    assert set(tuned["lr_grid"]) == {"0.01 0.1 1"}
-    assert sorted(board.loc[board["label"] == "none", "seed"]) == [0, 1]
+    tested = board[board["label"] == "fixture-sft"]
+    assert sorted(tested["seed"]) == [0, 1] and set(tested["lr"]) == {best} and set(tested["n_samples"]) == {16}
+    assert sorted(board.loc[board["label"] == "tuned-T", "seed"]) == [0, 1]
+    assert set(board["seed"]) == {0, 1}  # only test rows reach the leaderboard
+    assert not _stage_keys(runs, every["run_id"]) & _stage_keys(runs, board["run_id"])
     summary = pd.read_csv(res / "lab-fixture-palette-fixture-colour.csv")
-    assert set(summary["label"]) == {"none", "fixture-sft"}
+    assert set(summary["label"]) == {"none", "tuned-T", "fixture-sft"}
+    assert summary["multiplicity"].iloc[0].startswith("holm over ")
+
+
+def test_tune_and_test_seeds_must_not_overlap(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["lab", "tune", "-m", "fixture-palette", "-t", "fixture-colour", "--methods", "fixture-sft",
+              "--seeds", "0,1,2", "--tune-seeds", "2,1000", "--select-metric", "accuracy", "--select-mode", "max",
+              "--validate", "task.per_class=3", "--runs-dir", str(tmp_path / "runs")])
+    assert info.value.code == 2
+    assert not (tmp_path / "runs").exists()
+
+
+class _FakeRuns:
+    """A stand-in for the runner: a score that depends on the method, its settings and the seed, so
+    the protocol's bookkeeping can be checked exactly without training anything."""
+
+    def __init__(self, best_lr, best_temperature=0.9):
+        self.calls, self.best_lr, self.best_t = [], best_lr, best_temperature
+
+    def __call__(self, model, method, task, seed, overrides, **common):
+        self.calls.append((method, seed, dict(overrides)))
+        lr = float(overrides.get("method.lr", "nan"))
+        t = float(overrides.get("sampling.temperature", 1.0))
+        decay = overrides.get("method.weight_decay") is not None
+        if method == "none":
+            score = 0.5 - abs(t - self.best_t) + 0.01 * (seed % 3)
+        else:
+            target = self.best_lr * (10 if decay else 1)
+            score = 0.9 - abs(math.log10(lr / target)) * 0.1 + 0.02 * (seed % 3) + (0.05 if decay else 0.0)
+        run_id = f"{method}-{seed}-{lr:g}-{t:g}-{int(decay)}"
+        return [{"model": model, "method": method, "task": task, "variant": "no-cfg", "seed": seed,
+                 "accuracy": score, "run_id": run_id}]
+
+
+def _setup(tmp_path, methods, **kw):
+    from vapi_bench.lab.tune import TuneSetup
+
+    args = dict(model="fixture-palette", task="fixture-colour", methods=methods, lr_factors=[0.1, 1, 10],
+                lr_center=1.0, tune_seeds=[100, 101], seeds=[0, 1, 2, 3, 4], select_metric="accuracy",
+                select_variant="no-cfg", select_mode="max", validate={"task.per_class": "3"}, overrides={},
+                controls=False, control_n=8, ci_reps=10, runs_dir=tmp_path / "runs", results_dir=tmp_path / "res",
+                device="cpu", batch_size=16, matched_lr_to="fixture-sft")
+    return TuneSetup(**{**args, **kw})
+
+
+def test_an_edge_choice_grows_every_grid_and_the_base_keeps_the_same_tries(tmp_path):
+    from vapi_bench.lab.tune import run_tune
+
+    runs = _FakeRuns(best_lr=100.0)  # beyond the grid's top: the choice lands on the high edge
+    run_tune(_setup(tmp_path, ["fixture-sft", "fixture-sft:decay"]), runs)
+    validation = pd.read_csv(tmp_path / "res" / "lab-fixture-palette-fixture-colour-validation.csv")
+    for label in ("fixture-sft", "fixture-sft:decay"):
+        assert sorted(set(validation.loc[validation["label"] == label, "lr"])) == [0.1, 1.0, 10.0, 100.0]
+    tries = validation.groupby("label").size()
+    assert tries["fixture-sft"] == tries["fixture-sft:decay"] == tries["tuned-T"] == 4 * 2  # 4 tries x 2 tune seeds
+    for _, seed, overrides in runs.calls:  # a validation try on a tune seed, a test run on a test seed
+        assert (seed in (100, 101)) == (overrides.get("task.per_class") == "3")
+
+
+def test_matched_lr_rows_and_holm_over_the_table(tmp_path):
+    from vapi_bench.lab.tune import run_tune
+
+    runs = _FakeRuns(best_lr=1.0)
+    run_tune(_setup(tmp_path, ["fixture-sft", "fixture-sft:decay"]), runs)
+    summary = pd.read_csv(tmp_path / "res" / "lab-fixture-palette-fixture-colour.csv")
+    labels = set(summary["label"])
+    assert "fixture-sft:decay@lr=1" in labels  # the variant chose 10, so it also ran at fixture-sft's lr
+    matched = summary[summary["label"] == "fixture-sft:decay@lr=1"].iloc[0]
+    assert set(summary.columns) >= {"delta_accuracy_vs_matched", "delta_accuracy_vs_matched_t_low",
+                                    "delta_accuracy_vs_matched_p_holm", "mde_accuracy_vs_matched"}
+    expected = 0.05 - 0.1  # the decay bonus minus one decade away from its own best lr
+    assert matched["delta_accuracy_vs_matched"] == pytest.approx(expected)
+    p_columns = [c for c in summary.columns if c.endswith("_p")]
+    family = summary[p_columns].notna().sum().sum()
+    assert summary["multiplicity"].iloc[0] == f"holm over {family} comparisons"
+    for column in p_columns:
+        adjusted = summary[f"{column}_holm"]
+        assert (adjusted.dropna() >= summary[column].dropna() - 1e-12).all()
+
+
+def test_a_budget_in_images_sets_each_methods_steps(tmp_path):
+    from vapi_bench.lab.tune import run_tune
+
+    runs = _FakeRuns(best_lr=1.0)
+    run_tune(_setup(tmp_path, ["fixture-sft"], budget_images=40, matched_lr_to=None), runs)
+    steps = {o.get("method.steps") for m, s, o in runs.calls if m == "fixture-sft"}
+    assert steps == {"5"}  # 40 images / the fixture recipe's 8 per step
 
 
 # ---- the paired bootstrap -------------------------------------------------------------------------
@@ -138,6 +234,29 @@ def test_fid_statistic_equals_frechet_distance_and_knows_a_mean_shift():
     plain = [rng.normal(size=(3000, 6)) for _ in range(2)]
     delta = paired_bootstrap(fid_statistic(np.zeros(6), np.eye(6)), shifted, plain, reps=200)
     assert delta.ci_low < 0.16 < delta.ci_high and delta.real  # ||0.4 e1||^2 = 0.16
+
+
+def test_seed_level_interval_on_a_hand_computed_example():
+    """Δ per seed 0.1, 0.3, 0.2, 0.4, 0.0: mean 0.2, s = √0.025, se = s/√5 = 0.0707107; t(0.975, 4)
+    = 2.776445 -> [0.003676, 0.396324]; t = 2.828427 -> p = 0.04742; MDE (80% power) = (2.776445 +
+    0.940965) · se = 0.262861."""
+    from vapi_bench.lab.significance import seed_level_interval
+
+    out = seed_level_interval([0.1, 0.3, 0.2, 0.4, 0.0])
+    assert out.delta == pytest.approx(0.2)
+    assert (out.t_low, out.t_high) == (pytest.approx(0.0036757, abs=1e-6), pytest.approx(0.3963243, abs=1e-6))
+    assert out.p == pytest.approx(0.047421, abs=1e-5) and out.mde == pytest.approx(0.262861, abs=1e-5)
+    with pytest.raises(UsageError, match="at least 2 seeds"):
+        seed_level_interval([0.1])
+
+
+def test_holm_on_a_hand_example():
+    """p = 0.01, 0.04, 0.03, 0.005 (m = 4): sorted 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06,
+    0.04·1 = 0.04 -> monotone 0.06; back in input order."""
+    from vapi_bench.lab.significance import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 0.5·2 caps at 1; monotone after it
 
 
 def test_paired_bootstrap_rejects_unpaired_input():

@@ -176,8 +176,17 @@ def tune(
                                 "(va-pi:reward-only / va-pi:prior-only, Table 4)"),
     lr_factors: str = typer.Option("0.333,1,3", "--lr-factors", help="the grid: recipe lr x each factor"),
     lr_center: Optional[float] = typer.Option(None, "--lr-center", help="grid centre (default: the family recipe lr)"),
-    tune_seed: int = typer.Option(0, "--tune-seed"),
-    seeds: str = typer.Option("0,1,2", "--seeds", help="test seeds of the chosen setting"),
+    tune_seeds: str = typer.Option("1000,1001", "--tune-seeds", help="seeds of the validation tries (each try runs "
+                                   "on all; the choice is their mean); never a test seed"),
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="test seeds of the chosen settings"),
+    temperatures: str = typer.Option("1.0,0.9,0.8", "--temperatures",
+                                     help="the base's sampling-temperature tries (tuned-T): as many as lr factors"),
+    matched_lr_to: str = typer.Option("va-pi", "--matched-lr-to", help="every other method also runs at this "
+                                      "method's chosen lr (matched-lr rows); '' = none"),
+    control_curve: float = typer.Option(0.02, "--control-curve", help="also sample the base at each control "
+                                        "temperature ± this (0 = the match only)"),
+    budget_images: Optional[int] = typer.Option(None, "--budget-images", help="training images per method: its "
+                                                "steps become ceil(images / its batch size) (the paper: 12,800)"),
     select_metric: Optional[str] = typer.Option(None, "--select-metric",
                                                 help="default: the task's (shapes-fid: fid; shapes-geneval: overall)"),
     select_variant: Optional[str] = typer.Option(None, "--select-variant",
@@ -198,7 +207,8 @@ def tune(
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     batch_size: int = typer.Option(16, "--batch-size", help="sampling batch size (does not change results)"),
 ) -> None:
-    """The fair protocol: equal lr grid per method, chosen on validation, 3 test seeds, controls, CIs."""
+    """The fair protocol: the same tries per method and for the base's temperature, chosen on validation over
+    tune seeds, then 5 disjoint test seeds, matched-lr rows, temperature controls, seed-level CIs (Holm)."""
     results_dir = results_dir or default_results_dir(runs_dir)
     from .protocol import resolve_selection
     from .tune import TuneSetup, load_task_of, run_tune
@@ -208,7 +218,9 @@ def tune(
                                   select_metric, select_mode, select_variant)
     setup = TuneSetup(
         model=model, task=task, methods=_split(methods), lr_factors=[float(f) for f in _split(lr_factors)],
-        lr_center=lr_center, tune_seed=tune_seed, seeds=[int(x) for x in _split(seeds)],
+        lr_center=lr_center, tune_seeds=[int(x) for x in _split(tune_seeds)], seeds=[int(x) for x in _split(seeds)],
+        temperatures=[float(t) for t in _split(temperatures)], matched_lr_to=matched_lr_to or None,
+        control_curve=control_curve, budget_images=budget_images,
         select_metric=selection.metric, select_variant=selection.variant, select_mode=selection.mode,
         validate=selection.validate, overrides=overrides, controls=controls, control_n=control_n,
         ci_reps=ci_reps, runs_dir=runs_dir, results_dir=results_dir, device=device, batch_size=batch_size,

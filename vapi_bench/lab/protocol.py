@@ -63,16 +63,57 @@ def lr_grid(center: float, factors: Sequence[float]) -> list[float]:
     return grid
 
 
-def choose(scores: dict[float, float], mode: str) -> float:
+def choose(scores: dict[float, float], mode: str, conservative: Any = None) -> float:
     """The grid point with the best validation score ('min' or 'max'); NaN (a diverged run) never
-    wins; a tie goes to the smaller lr (the more conservative update)."""
+    wins; a tie goes to the more conservative point: by default the smaller lr (the smaller
+    update), `conservative(x)` ranks others (the base's temperature: the one closest to 1)."""
     if mode not in ("min", "max"):
         raise UsageError(f"lab tune: --select-mode must be min or max, got {mode!r}.")
-    finite = {lr: s for lr, s in scores.items() if s is not None and not math.isnan(s)}
+    finite = {x: s for x, s in scores.items() if s is not None and not math.isnan(s)}
     if not finite:
         raise UsageError("lab tune: every grid point failed to produce a validation score.")
     sign = 1.0 if mode == "min" else -1.0
-    return min(finite, key=lambda lr: (sign * finite[lr], lr))
+    rank = conservative or (lambda x: x)
+    return min(finite, key=lambda x: (sign * finite[x], rank(x)))
+
+
+def check_seeds(tune_seeds: Sequence[int], test_seeds: Sequence[int]) -> None:
+    """Tune seeds choose; test seeds report. A seed in both would score the chosen point on the very
+    samples that chose it (the validation and test FIDs of one sample set correlate at 0.99), so
+    the test row would be selected for luck: refuse the overlap."""
+    overlap = sorted(set(tune_seeds) & set(test_seeds))
+    if overlap:
+        raise UsageError(f"lab tune: tune seeds {list(tune_seeds)} and test seeds {list(test_seeds)} share "
+                         f"{overlap}; a choice's samples must never be a test row (default tune seeds: 1000,1001).")
+    if not tune_seeds:
+        raise UsageError("lab tune: give at least one --tune-seeds.")
+    if len(set(test_seeds)) < 2:
+        raise UsageError(f"lab tune: the seed-level interval needs at least 2 test seeds (5 or more to resolve "
+                         f"much), got {list(test_seeds)}.")
+
+
+def on_edge(chosen: float, grid: Sequence[float]) -> Optional[str]:
+    """'low' / 'high' when the chosen point is the grid's smallest / largest, else None."""
+    if chosen == min(grid):
+        return "low"
+    if chosen == max(grid):
+        return "high"
+    return None
+
+
+def grow_grid(grid: Sequence[float], side: str, geometric: bool = True) -> list[float]:
+    """The grid with one more point beyond its `side` end, at the spacing of its last two points
+    there (a ratio for learning rates, a difference for temperatures); a temperature that would not
+    be positive is not added."""
+    points = sorted(grid)
+    end, inner = (points[0], points[1]) if side == "low" else (points[-1], points[-2])
+    if geometric:
+        new = float(f"{end * end / inner:.3g}")
+    else:
+        new = round(2 * end - inner, 3)
+        if new <= 0:
+            return points
+    return sorted({*points, new})
 
 
 @dataclass(frozen=True)

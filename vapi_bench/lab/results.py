@@ -1,8 +1,13 @@
 """The lab's result format: the files `lab tune` writes and the report reads.
 
 Under a results directory, per model <m> and task <t>:
-- `lab-<m>-<t>.csv`: one row per label and variant (mean and std over seeds, the chosen lr and grid,
-  delta_<metric>_vs_{none,sft,control} with _ci_low / _ci_high and real_vs_*);
+- `lab-<m>-<t>.csv`: one row per label and variant: mean and std over seeds, the chosen lr and grid,
+  and per comparison <ref> in COMPARISONS: delta_<metric>_vs_<ref>, the bootstrap interval
+  (_ci_low / _ci_high), the seed-level paired t interval (_t_low / _t_high), its p (_p) and Holm
+  adjustment (_p_holm), mde_<metric>_vs_<ref> and real_vs_<ref> (Holm-adjusted p < 0.05); the
+  `multiplicity` column says over how many comparisons Holm ran. Labels: `none` (the base),
+  `tuned-T` (the base at its tuned temperature), each method or variant, `T-control:<label>`
+  (the entropy-matched base) and `<label>@lr=<x>` (a method at another method's chosen lr);
 - `lab-<m>-<t>-seeds.csv`: the test rows, one per label, variant and seed;
 - `lab-<m>-<t>-validation.csv`: every grid point's validation rows.
 """
@@ -13,8 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-#: the labels every method is compared against (when they are part of the run)
-REFERENCES = ("none", "sft")
+#: the base sampled at its validation-chosen temperature: the cheapest alternative a user has
+TUNED_T = "tuned-T"
+#: a method's temperature control: the base at the temperature matching the method's entropy
+CONTROL_PREFIX = "T-control:"
+#: the base at the control temperature ± the curve step: the control's neighbourhood
+CURVE_PREFIX = "T-curve:"
+#: the comparisons a summary row may carry (delta_<metric>_vs_<name>), in reading order
+COMPARISONS = ("none", "sft", "tuned_t", "control", "matched")
 #: the task metrics a summary row gives as mean and std over seeds (when the task reports them)
 SUMMARY_METRICS = ("fid", "kid", "inception_score", "precision", "recall", "class_accuracy", "overall")
 

@@ -201,7 +201,8 @@ class NudgeStep:
 @hookimpl
 def register_methods(register):
     register(Entry("fixture-sft", factory=NudgeMethod, params=TRAINING_PARAMS,
-                   summary="Third-party test plugin: token cross-entropy through vapi_bench.training"))
+                   summary="Third-party test plugin: token cross-entropy through vapi_bench.training",
+                   variants={"decay": {"weight_decay": "0.01"}}))  # `lab tune --methods fixture-sft:decay`
 
 
 @hookimpl
