@@ -261,3 +261,26 @@ def test_recipes_cover_every_family_and_shapes_follow_the_family_lr():
     assert cfg["beta"] == 0.1 and cfg["lr"] == 1e-6  # TRL's β; LlamaGen's family budget
     for family in ("llamagen-c2i", "llamagen-t2i", "janus-pro", "shapes-c2i", "shapes-t2i", "shapes-c2i-small"):
         assert "lr" not in DPO_RECIPES[family] and DPO_RECIPES[family]["beta"] == 0.1
+
+
+def test_janus_and_llamagen_recipes_resolve_without_missing_keys():
+    """The real families get every dpo key from the lookup (their runs then stop only on missing weights)."""
+    for family, conditioning, cfg_scale in (("janus-pro", "text", 5.0), ("llamagen", "class", 2.0),
+                                            ("llamagen", "text", 4.0)):
+        probe = type("Probe", (), {"family": family, "conditioning": conditioning, "name": family})()
+        values = resolve_method_params("dpo", {}, probe)
+        assert values["pair_cfg"] == cfg_scale and values["beta"] == 0.1 and values["group_size"] == 8
+
+
+def test_runs_with_another_lr_and_seed_reuse_the_runs_cached_pairs(cli, tmp_path):
+    """Through the runner: the pair set lives in runs/cache and a fine-tune with another lr and seed
+    reads it (its file is not rewritten)."""
+    common = ("finetune", "-m", "shapes-c2i", "-a", "dpo", "--set", "method.steps=1", "--set", "method.batch_size=4",
+              "--set", "method.pair_groups=24", "--set", "method.group_size=2")
+    assert cli(*common)[0] == 0
+    (pair_file,) = (tmp_path / "runs" / "cache" / "dpo-pairs").iterdir()
+    written = pair_file.stat().st_mtime_ns
+    assert cli(*common, "--set", "method.lr=1e-5", "--seed", "3")[0] == 0
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "finetune").glob("*/finetune.json")]
+    assert sorted(s["pairs_reused"] for s in summaries) == [False, True]
+    assert {s["pair_file"] for s in summaries} == {str(pair_file)} and pair_file.stat().st_mtime_ns == written
