@@ -1,6 +1,7 @@
 """`dpo` on 2 gloo ranks equals 1 rank with the same global batch: the offline pair set is drawn
 group g on rank g mod 2 and gathered (the same file as one rank draws), the engine's pair indices and
-online samples are seeded by global position, never by rank."""
+online samples are seeded by global position, never by rank. Offline pairs under sharding=fsdp (policy
+and frozen reference sharded) give the same weights too."""
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ from vapi_bench.plugins.peers.dpo import DPO_PARAMS, Dpo
 
 SMALL = dict(steps=2, batch_size=4, micro_batch=1, ckpt_every=1, precision="fp32", lr=1e-3, group_size=3,
              pair_groups=6, rewards="shapes-class-prob:1")
-RUNS = {"offline": {}, "online": {"pairs": "online", "online_every": 2}}
+RUNS = {"offline": {}, "online": {"pairs": "online", "online_every": 2}, "offline-fsdp": {"sharding": "fsdp"}}
 
 
 def _run(name: str, out_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
