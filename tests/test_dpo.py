@@ -211,15 +211,15 @@ def test_online_pairs_resume_and_reset_the_reference(tmp_path):
     Dpo(**resolve_params(DPO_PARAMS, {**SMALL, "pairs": "online", "online_every": 1}, "dpo")).finetune(
         _gen(), RandomImages(), _ctx(tmp_path / "every", records=records))
     assert all(r["dpo_loss"] == pytest.approx(0.693147, abs=1e-5) for r in records)
-    make = lambda: Dpo(**resolve_params(DPO_PARAMS, {**SMALL, "steps": 4, "pairs": "online", "online_every": 3},  # noqa: E731
-                                        "dpo"))
+    online = {**SMALL, "steps": 4, "pairs": "online", "online_every": 3}
+    make = lambda: Dpo(**resolve_params(DPO_PARAMS, online, "dpo"))  # noqa: E731
     assert_resume_matches_uninterrupted(make, _gen, lambda d, **kw: _ctx(d, **kw), tmp_path / "resume")
 
 
 def test_offline_resume_equals_uninterrupted(tmp_path):
     make = lambda: Dpo(**resolve_params(DPO_PARAMS, {**SMALL, "steps": 4, "loss_type": "ipo"}, "dpo"))  # noqa: E731
-    summary = assert_resume_matches_uninterrupted(make, _gen, lambda d, **kw: _ctx(d, cache_dir=tmp_path / "cache", **kw),
-                                                  tmp_path)
+    cache = tmp_path / "cache"
+    summary = assert_resume_matches_uninterrupted(make, _gen, lambda d, **kw: _ctx(d, cache_dir=cache, **kw), tmp_path)
     assert summary["pairs_reused"] is True
 
 

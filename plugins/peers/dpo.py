@@ -113,7 +113,8 @@ class Dpo(Method):
             pairs, record = offline_pairs(generator, cfg, data, ctx, recipe, make_rewards)
             if not len(pairs):
                 raise UsageError(f"{where}: every condition's {cfg['group_size']} samples got the same reward, so "
-                                 "there is no preference to learn; raise group_size or pair_groups, or use other rewards.")
+                                 "there is no preference to learn; raise group_size or pair_groups, or use other "
+                                 "rewards.")
         train_on = PairDataset(pairs, generator.image_size) if pairs is not None else dataset
 
         def make_step(resolved: dict[str, Any]) -> DpoStep:

@@ -69,8 +69,8 @@ def offline_pairs(generator: Generator, cfg: dict[str, Any], dataset: Any, ctx: 
         tokens, rewards = stored["tokens"], stored["rewards"]
     else:
         tokens, rewards = _draw_all(generator, conditions, cfg, recipe, make_rewards())
-        distributed.on_main(lambda: atomic_write(path, lambda tmp: torch.save(
-            {"identity": stable_hash(identity, 64), "conditions": conditions, "tokens": tokens, "rewards": rewards}, tmp)))
+        stored = {"identity": stable_hash(identity, 64), "conditions": conditions, "tokens": tokens, "rewards": rewards}
+        distributed.on_main(lambda: atomic_write(path, lambda tmp: torch.save(stored, tmp)))
     pairs = pairs_from_groups(conditions, tokens, rewards, cfg["pairs"])
     record = {"pair_file": str(path), "pair_key": key, "pairs_reused": reused, "pairs": len(pairs),
               "pair_groups_without_preference": int((rewards.max(1).values <= rewards.min(1).values).sum()),
