@@ -262,6 +262,9 @@ class StageContext:
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     recipe: str = ""  # fine-tune stage: the family recipe the method's parameters came from ("" = none)
+    #: a folder shared by every run of the same runs directory (runs_dir/cache), for artefacts that do not
+    #: depend on a run's own seed or hyper-parameters (dpo's offline pair set); None outside a run
+    cache_dir: Path | None = None
 
 
 class Method(ABC):

@@ -143,7 +143,8 @@ class Runner:
         return StageContext(out_dir=out_dir, device=self.device, seed=self.req.seed, progress=progress,
                             log=train_log.write if train_log else (lambda record: None), limit=self.req.limit,
                             precision=self.precision,  # type: ignore[arg-type]
-                            rank=self.rank, world_size=self.world, recipe=self.recipe_source)
+                            rank=self.rank, world_size=self.world, recipe=self.recipe_source,
+                            cache_dir=self.req.runs_dir / "cache")
 
     def _forced(self, stage: str) -> bool:
         """--force recomputes the stages this command runs; the ones it only reads are reused."""

@@ -1,4 +1,4 @@
-"""AR-GRPO's and CCA's own recipes per model family (hook `register_recipes`).
+"""AR-GRPO's, CCA's and DPO's own recipes per model family (hook `register_recipes`).
 
 Their values differ from the family's shared budget (AR-GRPO trains LlamaGen at lr 1e-5, VA-π at
 1e-6), so each is a whole table of its own, which overrides the family's defaults. A family neither
@@ -49,8 +49,28 @@ CCA_RECIPES: dict[str, dict[str, Any]] = {
     "shapes-c2i": dict(_CCA_SHAPES), "shapes-t2i": dict(_CCA_SHAPES),
 }
 
+# DPO (plugins/peers/dpo.py). No AR image model publishes a DPO recipe we could check, so only β is
+# sourced: TRL's DPOConfig default 0.1 (huggingface/trl v0.28.0, trl/trainer/dpo_config.py L440-446).
+# lr, steps and images per step are the family's shared budget (the comparison every method gets;
+# on LlamaGen it equals TRL's default lr 1e-6, dpo_config.py L329-331). The pair samples reuse
+# AR-GRPO's reward scorers, K = G = 8 and rollout CFG, so DPO and GRPO rank images alike
+# (unverified as a DPO recipe); pair_groups: every ImageNet class once, 1000 captions for text models
+# (unverified). batch_size counts pairs per step.
+_DPO_C2I = {"beta": 0.1, "group_size": 8, "pair_cfg": 2.0, "pair_groups": 1000, "decode_chunk": 8,
+            "rewards": _AR_GRPO_C2I["rewards"]}
+_DPO_T2I = {**_DPO_C2I, "pair_cfg": 4.0}
+# shapes: K = 8 and the rollout CFG and verifiable rewards of AR-GRPO's shapes rows; 96 groups
+# (4 per c2i class) make 96 best-vs-worst pairs, about 770 samples drawn once
+_DPO_SHAPES = {**_DPO_C2I, "pair_groups": 96, "decode_chunk": 64, "rewards": "shapes-class-prob:1"}
+DPO_RECIPES: dict[str, dict[str, Any]] = {
+    "llamagen-c2i": dict(_DPO_C2I), "llamagen-t2i": dict(_DPO_T2I),
+    "janus-pro": {**_DPO_T2I, "pair_cfg": 5.0},  # Janus's own inference CFG, as AR-GRPO's row (unverified)
+    "shapes-c2i": dict(_DPO_SHAPES),
+    "shapes-t2i": {**_DPO_SHAPES, "pair_cfg": 4.0, "rewards": "shapes-geneval:1"},
+}
+
 # the shapes world's other bases get the recipes of the base they derive from
-for _table in (AR_GRPO_RECIPES, CCA_RECIPES):
+for _table in (AR_GRPO_RECIPES, CCA_RECIPES, DPO_RECIPES):
     for _derived, _parent in (("shapes-c2i-small", "shapes-c2i"), ("shapes-c2i-small-ls", "shapes-c2i"),
                               ("shapes-t2i-ls", "shapes-t2i")):
         _table[_derived] = dict(_table[_parent])
@@ -61,11 +81,12 @@ CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llam
 DEFAULT_LAMBDA = 1000.0
 
 SOURCES = {"ar-grpo": "AR-GRPO run_c2i_train.sh / run_t2i_train.sh (docs/reference/peers.md §1.2)",
-           "cca": "CCA LlamaGen_finetune.py and README (docs/reference/peers.md §2.2)"}
+           "cca": "CCA LlamaGen_finetune.py and README (docs/reference/peers.md §2.2)",
+           "dpo": "β: TRL DPOConfig default (v0.28.0); pairs: AR-GRPO's rewards, G and CFG (unverified for DPO)"}
 
 
 def recipes() -> list[Recipe]:
-    """Both tables as registry entries."""
+    """Every table as registry entries."""
     return [Recipe(method, family, dict(values), source=SOURCES[method])
-            for method, table in (("ar-grpo", AR_GRPO_RECIPES), ("cca", CCA_RECIPES))
+            for method, table in (("ar-grpo", AR_GRPO_RECIPES), ("cca", CCA_RECIPES), ("dpo", DPO_RECIPES))
             for family, values in table.items()]
