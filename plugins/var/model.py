@@ -196,7 +196,7 @@ class VAR(nn.Module):
         self.lvl_embed = nn.Embedding(len(cfg.patch_nums), dim)
         for p in (self.class_emb.weight, self.pos_start, self.pos_1LC, self.lvl_embed.weight):
             nn.init.trunc_normal_(p, std=init_std)  # var.py:58-77
-        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.ModuleList(AdaLNBlock(cfg, rates[i]) for i in range(cfg.depth))
         # the official buffers (var.py:107-112), saved in the released files
         scale = self.layout.scale_of_token()

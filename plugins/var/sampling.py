@@ -94,7 +94,7 @@ def generate(
             cond = var.class_emb(rows)
             positions = var.level_positions()
             x = var.first_scale_input(cond) + positions[:, : var.first_l]
-            cache, f_hat = KVCache(var.config.depth), torch.zeros((), device=device)
+            cache, f_hat = KVCache(var.config.depth), quantizer.empty_fhat(labels)
             for k, (pn, (begin, end)) in enumerate(zip(layout.patch_nums, bounds)):
                 logits = var.step(x, cond, cache)
                 if guided:

@@ -121,10 +121,12 @@ class AttnBlock(nn.Module):
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the official bmm order (not SDPA), so that encodings, hence nearest codes, match it bit for bit
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)  # [B, HW, C] each
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
-        return x + self.proj_out(out.transpose(1, 2).reshape(b, c, h, w))
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)  # [B, C, HW] each
+        weights = F.softmax(torch.bmm(q.transpose(1, 2), k) * c ** -0.5, dim=2)  # [B, HW_q, HW_k]
+        out = torch.bmm(v, weights.transpose(1, 2).contiguous())  # [B, C, HW_q]
+        return x + self.proj_out(out.reshape(b, c, h, w))
 
 
 class Downsample2x(nn.Module):
@@ -314,15 +316,21 @@ class MultiScaleQuantizer(nn.Module):
 
     def embeddings_to_fhat(self, code_maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """Σ_k φ_k(up(code map k)): the latent the decoder reads (quant.py:107-121, all_to_max_scale)."""
-        f_hat = 0
+        f_hat = self.empty_fhat(code_maps[0])
         for k, code_map in enumerate(code_maps):
             f_hat = f_hat + self.upsampled(code_map.float(), k)
         return f_hat
 
+    def empty_fhat(self, like: torch.Tensor) -> torch.Tensor:
+        """Zeros [B, C, side, side], contiguous: the official f̂ starts so (quant.py:113, 176; var.py:157),
+        and the memory layout of f̂ decides which convolution kernel the decoder runs, hence its rounding."""
+        side = self.patch_nums[-1]
+        return torch.zeros(len(like), self.cfg.z_channels, side, side, device=like.device, dtype=torch.float32)
+
     def teacher_forcing_inputs(self, indices: Sequence[torch.Tensor]) -> torch.Tensor:
         """The transformer's input for scales 1..S-1 from the codes of scales 0..S-2: the running f̂
         area-downsampled to the next scale's size, [B, T - pn_0^2, C] (quant.py:169-184)."""
-        f_hat, inputs = 0, []
+        f_hat, inputs = self.empty_fhat(indices[0]), []
         for k in range(len(self.patch_nums) - 1):
             f_hat = f_hat + self.upsampled(self.code_map(indices[k], self.patch_nums[k]), k)
             inputs.append(self.next_input(f_hat, k))
