@@ -14,7 +14,8 @@ Same parameters, buffers and state-dict keys as the official `VAR` with shared_a
 released model), so `var_d{16,20,24,30}.pth` load strictly. Deliberate differences, none in the
 state dict: condition dropout runs only in train mode (the official forward applies it whenever it
 is called, var.py:201, because it only serves training); the KV cache is a `KVCache` passed in by
-the sampler, not module state; the fused / flash kernels are not used (F.scaled_dot_product_attention
+the sampler, not module state; masked pairs of `attn_bias_for_masking` hold the float minimum
+instead of -inf (`MASKED`); the fused / flash kernels are not used (F.scaled_dot_product_attention
 with the same mask and scale); progressive training (`prog_si`) is left out.
 """
 from __future__ import annotations
@@ -179,6 +180,18 @@ class AdaLNBeforeHead(nn.Module):
         return _modulate(x, self.ln_wo_grad, scale, shift)
 
 
+#: the additive attention bias of a masked pair. The official buffer holds -inf (var.py:111); a finite
+#: minimum masks identically (exp underflows to exactly 0) and keeps the state dict finite, which the
+#: suite's checks of trained and loaded weights require (checkpoints.check_finite_weights)
+MASKED = torch.finfo(torch.float32).min
+
+
+def _finite_mask(module: "VAR", incompatible_keys) -> None:
+    """After loading (a released file holds -inf there): -inf -> MASKED, in place."""
+    with torch.no_grad():
+        module.attn_bias_for_masking.clamp_(min=MASKED)
+
+
 class VAR(nn.Module):
     """Class-conditional next-scale transformer; `forward` is the teacher-forced pass over all scales."""
 
@@ -201,8 +214,9 @@ class VAR(nn.Module):
         # the official buffers (var.py:107-112), saved in the released files
         scale = self.layout.scale_of_token()
         self.register_buffer("lvl_1L", scale[None].clone())
-        block_causal = torch.where(scale[:, None] >= scale[None, :], 0.0, -torch.inf)
+        block_causal = torch.where(scale[:, None] >= scale[None, :], 0.0, MASKED)
         self.register_buffer("attn_bias_for_masking", block_causal.reshape(1, 1, self.num_tokens, self.num_tokens))
+        self.register_load_state_dict_post_hook(_finite_mask)
         self.head_nm = AdaLNBeforeHead(cfg)
         self.head = nn.Linear(dim, cfg.vocab_size)
 
