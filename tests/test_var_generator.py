@@ -108,3 +108,16 @@ def test_methods_fine_tune_it_through_the_shared_kit(method, extra):
     summary = check_method(vapi_bench.load_method(method, **SMALL, **extra), tiny, RandomImages(size=8, num_classes=4),
                            plugin="var", name=method)
     assert summary["steps"] == 2
+
+
+def test_cli_runs_a_tiny_random_var_through_fine_tuning_sampling_and_scoring(cli, tmp_path):
+    """The whole loop on the shapes world (24 classes, 32 px) with a random tiny VAR: the runner's
+    stages need nothing VAR-specific either."""
+    tiny_shapes = {**TINY, "num_classes": 24, "vae_ch_mult": "1,1,2", "patch_nums": "1,2,3,4,6,8"}
+    sets = [item for k, v in {**tiny_shapes, "random_init": "true", "dataset": "shapes-c2i", "steps": 1,
+                              "method.batch_size": 2, "micro_batch": 2}.items()
+            for item in ("--set", f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}")]
+    code, text = cli("run", "-m", "var-d16", "-a", "sft", "-t", "shapes-fid", "--limit", "4", *sets)
+    assert code == 0, text
+    rows = [line for line in text.splitlines() if "│ var-d16" in line]
+    assert len(rows) == 2 and {"no-cfg", "cfg"} <= {cell.strip() for row in rows for cell in row.split("│")}
