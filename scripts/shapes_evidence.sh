@@ -1,32 +1,21 @@
 #!/usr/bin/env bash
-# Reproduce the shapes lab committed under results/ (issue 15):
-#   1. headroom: each c2i base sampled without CFG at temperatures below 1
-#      -> <results>/temperature-<model>-shapes-fid.csv; shapes-t2i and shapes-t2i-ls sampled as
-#      the t2i lab samples (CFG 2, 8 images per test prompt)
-#      -> <results>/temperature-<model>-shapes-geneval.csv;
-#   2. the fair lab on each base: every method gets the same lr grid (recipe lr x 1/3, 1, 3; the
-#      recipe lr is the zoo's final pre-training lr / 100), the same 60 steps x 16 images; the
-#      grid point with the best no-CFG FID on the VALIDATION reference is run with seeds 0, 1, 2
-#      and scored on the TEST reference; the base sampled at each method's entropy-matched
-#      temperature (the control); paired bootstrap CIs vs none / sft / the control
-#      -> <results>/lab-<model>-shapes-fid{,-seeds,-validation}.csv and leaderboard rows.
-#   2b. the same protocol on a wide grid (recipe lr x 1, 10, 100) -> <results>/wide-lr/;
-#   2c. the synthetic control: shapes-c2i with its output head divided by 1.2 (model.head_scale),
-#      its temperature sweep and the wide grid -> <results>/head-scale/;
-#   3. the t2i lab: shapes-t2i on shapes-geneval, lr chosen on validation prompts; the same on the
-#      smoothed t2i base (shapes-t2i-ls, its headroom) on the wide grid -> <results>/wide-lr/, and
-#      va-pi there without context noise (ξ = 0, seed 0) -> <results>/wide-lr/xi0/.
-# Without --full: what results/ holds (a 2-core budget): the temperature sweeps of the three
-# c2i bases, the head-scaled control, shapes-t2i and shapes-t2i-ls; every method on shapes-c2i
-# and on shapes-c2i-small-ls (the base with headroom), each sampled without and with CFG; the
-# wide grid with va-pi and sft on shapes-c2i, and with va-pi, sft, cca and ar-grpo on
-# shapes-c2i-small-ls; the head-scaled control with every method but
-# post-train-tokenizer and ste on the wide grid; the t2i lab with every method; va-pi, sft and cca
-# on shapes-t2i-ls's wide grid.
-# --full: every method on every lab, and the lab on shapes-c2i-small (hours on one CPU core).
+# Reproduce the shapes lab committed under results/ with the lab protocol of issue 24
+# (vapi_bench/lab/tune.py): every method and the base's sampling temperature (tuned-T) get the same
+# tries on the VALIDATION setting, each on tune seeds 1000 and 1001 (never test seeds), the grid
+# growing by one point at an edge choice; the choices run on test seeds 0-4; matched-lr rows (every
+# method at VA-π's lr); temperature controls at each method's entropy match and ± 0.02; bootstrap
+# and seed-level paired-t intervals, Holm over each table.
+#   1. headroom: each base sampled at temperatures below 1 -> <results>/temperature-*.csv
+#      (plain measurements, unchanged by the protocol);
+#   2. the labs. Without --full: what results/ holds under this protocol (a 2-core budget): the
+#      head-scaled control (shapes-c2i with model.head_scale=1.2, wide grid recipe lr x 1, 10, 100,
+#      no CFG) with va-pi and sft -> <results>/head-scale/. --full: every method on every lab, with
+#      and without CFG (hours on one CPU core per method). The tables of the earlier protocol (3
+#      seeds, tune seed = test seed 0, bootstrap intervals only) are in results/superseded/protocol1/.
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
 # --jobs N, each (base, method) is tuned in its own process (N at a time, logs in runs/logs/),
-# then one `lab tune` per base with every method rebuilds the tables from the cached stages.
+# then one `lab tune` per base with every method rebuilds the tables from the cached stages (and
+# runs the matched-lr rows, which need every method's choice).
 # Precision is fp32 unless --precision says otherwise, so the stage keys (and, up to the device's
 # arithmetic, the numbers) are the same on CPU and GPU.
 #
@@ -62,24 +51,18 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON=(--batch-size 250 --runs-dir runs --device "$DEVICE" --precision "$PRECISION")
 CI=(--ci-reps 200)
 ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca
-# the committed results: which methods each lab ran (the 2-core budget of the sessions that ran them)
-declare -A LAB_METHODS=([shapes-c2i:shapes-fid]=$ALL [shapes-c2i:shapes-fid:wide]=va-pi,sft
-                        [shapes-c2i-small-ls:shapes-fid]=$ALL
-                        [shapes-c2i-small-ls:shapes-fid:wide]=va-pi,sft,cca,ar-grpo
-                        [shapes-t2i:shapes-geneval]=$ALL
-                        [shapes-c2i:shapes-fid:head]=ar-grpo,va-pi,sft,va-pi:reward-only,va-pi:prior-only,cca
-                        [shapes-t2i-ls:shapes-geneval:wide]=va-pi,sft,cca)
-LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
-      shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide shapes-c2i:shapes-fid:head
-      shapes-t2i-ls:shapes-geneval:wide)
+# the committed results: which methods each lab ran (the 2-core budget of the session that ran them)
+declare -A LAB_METHODS=([shapes-c2i:shapes-fid:head]=va-pi,sft)
+LABS=(shapes-c2i:shapes-fid:head)
 # model[@head]:temperatures (@head: the head-scaled control, its sweep in <results>/head-scale/;
 # shapes-t2i and shapes-t2i-ls: on shapes-geneval with CFG 2, as the t2i lab samples)
 SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7"
         "shapes-c2i@head:1.0,0.9,0.8,0.7" "shapes-t2i:1.0,0.9,0.8" "shapes-t2i-ls:1.0,0.9,0.8,0.7")
 HEAD=(--set model.head_scale=1.2)
 if [ "$FULL" = 1 ]; then
-  # the under-capacity base (no headroom) last
-  LABS+=(shapes-c2i-small:shapes-fid)
+  LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
+        shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide shapes-c2i:shapes-fid:head
+        shapes-t2i-ls:shapes-geneval:wide shapes-c2i-small:shapes-fid)
   for l in "${LABS[@]}"; do LAB_METHODS[$l]=$ALL; done
   # the second and third c2i bases and the smoothed t2i base: build them when the zoo lacks them
   for kind in c2i-small c2i-small-ls t2i-ls; do
@@ -91,7 +74,7 @@ fi
 # lab(model:task, methods, results-dir): the fair protocol for those methods on that base and task.
 # shapes-fid: n=1000 images per run. shapes-geneval: its lr is chosen on the VAL prompts
 # (task.split=val: 56 colour-binding prompts, none asking for a test prompt's scene) by the highest
-# overall, with CFG (the t2i recipe, as the paper reports GenEval); the chosen lr runs seeds 0, 1, 2
+# overall, with CFG (the t2i recipe, as the paper reports GenEval); the chosen lr runs test seeds 0-4
 # on GenEval's 183 TEST prompts; CIs on overall resample seeds and prompts (within their tag).
 # 8 images per prompt (1,464 test images, 448 on validation) cost about what one shapes-fid
 # n=1000 run costs with and without CFG (2,000 images): on one CPU thread ~0.086 s per t2i image
@@ -104,9 +87,10 @@ lab_cmd() {  # (model:task[:wide|:head], methods, results-dir) -> CMD
   # ':head': that grid on the head-scaled model, its tables in <results>/head-scale/
   case "${rest#"$task"}" in
     :wide) grid=(--lr-factors 1,10,100); out=$3/wide-lr ;;
-    :head) grid=(--lr-factors 1,10,100); head=("${HEAD[@]}"); out=$3/head-scale ;;
+    :head) grid=(--lr-factors 1,10,100); head=("${HEAD[@]}"); out=$3/head-scale
+           [ "$FULL" = 1 ] || head+=(--set task.cfg=without) ;;
   esac
-  CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" --seeds 0,1,2 "${grid[@]}" "${CI[@]}" "${size[@]}"
+  CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" "${grid[@]}" "${CI[@]}" "${size[@]}"
        "${head[@]}" "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$out")
 }
 sweep_cmd() {  # (model[@head]:temperatures, results-dir) -> CMD
@@ -160,7 +144,9 @@ for l in "${LABS[@]}"; do
   if [ "$JOBS" -gt 1 ]; then "${CMD[@]}" > "runs/logs/${l//:/-}-tables.log" 2>&1 & pids+=($!); else "${CMD[@]}"; fi
 done
 for pid in "${pids[@]}"; do wait "$pid" || { echo "a table failed: see runs/logs/*-tables.log" >&2; exit 1; }; done
-# why VA-π raises a t2i policy's entropy (README): shapes-t2i-ls's wide grid again with the
-# context noise off (ξ = 0 instead of the t2i recipe's 0.5), seed 0 -> <results>/wide-lr/xi0/
-$VB lab tune -m shapes-t2i-ls -t shapes-geneval --methods va-pi --seeds 0 --lr-factors 1,10,100 "${CI[@]}" \
-  --set task.images_per_prompt=8 --set method.xi=0 "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$RESULTS/wide-lr/xi0"
+# --full: why VA-π raises a t2i policy's entropy: shapes-t2i-ls's wide grid again with the context
+# noise off (ξ = 0 instead of the t2i recipe's 0.5) -> <results>/wide-lr/xi0/
+if [ "$FULL" = 1 ]; then
+  $VB lab tune -m shapes-t2i-ls -t shapes-geneval --methods va-pi --lr-factors 1,10,100 "${CI[@]}" \
+    --set task.images_per_prompt=8 --set method.xi=0 "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$RESULTS/wide-lr/xi0"
+fi

@@ -44,9 +44,15 @@ AR_GRPO_RECIPES: dict[str, dict[str, Any]] = {
 # class accuracy 0.89 -> 0.20), so it follows the family's lr as every shapes method does.
 _CCA_C2I = {"lr": 1e-5, "weight_decay": 0.05, "batch_size": 256, "micro_batch": 2, "steps": 5000, "ckpt_every": 1000}
 _CCA_SHAPES = {k: v for k, v in _CCA_C2I.items() if k != "lr"} | {"batch_size": 16, "steps": 60, "ckpt_every": 20}
+# CCA on VAR (thu-ml/CCA @ 7d5a073 README "VAR Command", VAR_finetune.py; VAR utils/arg_util.py:41-57,
+# 257-264): 1 epoch at a global batch of 256 (≈ 5000 steps), 8 GPUs x grad-accum 4 for d16 = micro-batches
+# of 8 (d20 / d24: 4, d30: 2; `--set micro_batch=`), peak lr tblr 2e-5 (VAR's linear warm-up and decay, here
+# constant), wd 0.05. Not recipe keys, so `--set` them to match further (docs/var.md): VAR's clip 2.0
+# (max_grad_norm) and its optimiser's mean over micro-batches (accumulation=mean).
+_CCA_VAR = {"lr": 2e-5, "weight_decay": 0.05, "batch_size": 256, "micro_batch": 8, "steps": 5000, "ckpt_every": 1000}
 CCA_RECIPES: dict[str, dict[str, Any]] = {
     "llamagen-c2i": dict(_CCA_C2I), "llamagen-t2i": dict(_CCA_C2I), "janus-pro": dict(_CCA_C2I),
-    "shapes-c2i": dict(_CCA_SHAPES), "shapes-t2i": dict(_CCA_SHAPES),
+    "var": dict(_CCA_VAR), "shapes-c2i": dict(_CCA_SHAPES), "shapes-t2i": dict(_CCA_SHAPES),
 }
 
 # DPO (plugins/peers/dpo.py). No AR image model publishes a DPO recipe we could check, so only β is
@@ -75,13 +81,15 @@ for _table in (AR_GRPO_RECIPES, CCA_RECIPES, DPO_RECIPES):
                               ("shapes-t2i-ls", "shapes-t2i")):
         _table[_derived] = dict(_table[_parent])
 
-#: CCA's λ per LlamaGen size (CCA README: B / L / XL / XXL / 3B); other models DEFAULT_LAMBDA
+#: CCA's λ per model (CCA README: LlamaGen B / L / XL / XXL / 3B, VAR d16 / d20 / d24 / d30, all with
+#: β = 0.02 and uncond_ratio 0.1); other models DEFAULT_LAMBDA
 CCA_LAMBDA: dict[str, float] = {"llamagen-b": 1000.0, "llamagen-l": 300.0, "llamagen-xl": 1000.0,
-                                "llamagen-xxl": 1000.0, "llamagen-3b": 500.0}
+                                "llamagen-xxl": 1000.0, "llamagen-3b": 500.0,
+                                "var-d16": 50.0, "var-d20": 50.0, "var-d24": 100.0, "var-d30": 1000.0}
 DEFAULT_LAMBDA = 1000.0
 
 SOURCES = {"ar-grpo": "AR-GRPO run_c2i_train.sh / run_t2i_train.sh (docs/reference/peers.md §1.2)",
-           "cca": "CCA LlamaGen_finetune.py and README (docs/reference/peers.md §2.2)",
+           "cca": "CCA LlamaGen_finetune.py / VAR_finetune.py and README (docs/reference/peers.md §2.2, docs/var.md)",
            "dpo": "β: TRL DPOConfig default (v0.28.0); pairs: AR-GRPO's rewards, G and CFG (unverified for DPO)"}
 
 
