@@ -116,7 +116,7 @@ def test_quick_build_writes_every_file_and_a_complete_manifest(quick_zoos):
     assert sorted(manifest["files"]) == sorted(FILES.values())
     assert manifest["seed"] == 3 and manifest["quick"] is True
     assert set(manifest["losses"]) == {"vq", "c2i", "t2i", "t2i-ls", "featnet", "c2i-small", "c2i-small-ls",
-                                       "rewardnet"}
+                                       "rewardnet", "var-vae", "var"}
     assert manifest["models"]["c2i-small"]["label_smoothing"] == 0.0
     assert manifest["models"]["c2i-small-ls"]["label_smoothing"] == 0.1
     assert manifest["models"]["t2i-ls"]["label_smoothing"] == 0.1 and "label_smoothing" not in manifest["models"]["t2i"]
@@ -290,3 +290,91 @@ def test_label_smoothing_leaves_the_gpt_over_dispersed():
         entropies.append(float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()))
     plain, smoothed = entropies
     assert smoothed > plain + 0.2
+
+
+# ---- shapes-var -----------------------------------------------------------------------------
+
+
+def test_only_var_rebuilds_the_full_builds_files_exactly(quick_zoos, tmp_path):
+    """`zoo build --only var` into an existing zoo trains the same VQ-VAE and transformer bytes as the
+    full build (same seed), leaves the other files alone and records the VAR's quality gates."""
+    root = tmp_path / "zoo"
+    shutil.copytree(quick_zoos[0], root)
+    before = {p.name: p.read_bytes() for p in root.glob("*.safetensors")}
+    manifest = json.loads((root / MANIFEST).read_text())
+    for kind in ("var-vae", "var"):
+        (root / FILES[kind]).unlink()
+        del manifest["files"][FILES[kind]]
+    del manifest["models"]["var"], manifest["quality"]["var"]
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    _cli(["zoo", "build", "--only", "var", "--quick", "--out", str(root)])
+    after = {p.name: p.read_bytes() for p in root.glob("*.safetensors")}
+    assert after == before
+    rebuilt = json.loads((root / MANIFEST).read_text())
+    assert rebuilt["files"] == json.loads((quick_zoos[0] / MANIFEST).read_text())["files"]
+    gates = rebuilt["quality"]["var"]["gates"]
+    assert 0.0 <= gates["class_accuracy"] <= 1.0 and 0.0 <= gates["reconstruction_recovery"] <= 1.0
+    assert set(rebuilt["quality"]["var"]["cfg_sweep"]) == {"1", "2", "3", "4"}
+
+
+def test_shapes_var_loads_through_the_var_plugin_and_keeps_the_contract(quick_zoos):
+    from vapi_bench.plugins.shapes.zoo.config import QUICK
+    from vapi_bench.plugins.var import VARGenerator
+    from vapi_bench.testing import check_generator
+
+    root, _ = quick_zoos
+    gen = load_generator("shapes-var", zoo_dir=str(root))
+    assert isinstance(gen, VARGenerator)
+    assert (gen.family, gen.default_dataset, gen.num_classes, gen.image_size) == ("shapes-var", "shapes-c2i", 24, 32)
+    assert gen.num_tokens == sum(p * p for p in QUICK.var_vae["patch_nums"])
+    assert gen.policy.config.embed_dim == QUICK.var["embed_dim"] and gen.class_names[0].startswith("red ")
+    check_generator(gen, plugin="shapes")
+
+
+def test_shapes_var_stores_fp16_parameters_and_loads_them_as_fp32(quick_zoos):
+    from safetensors.torch import load_file
+
+    root, _ = quick_zoos
+    stored = load_file(str(root / FILES["var"]))
+    assert stored["head.weight"].dtype == torch.float16
+    assert stored["attn_bias_for_masking"].dtype == torch.float32  # the mask keeps its finite fp32 minimum
+    assert bool(torch.isfinite(stored["attn_bias_for_masking"]).all())
+    gen = load_generator("shapes-var", zoo_dir=str(root))
+    assert all(p.dtype == torch.float32 for p in gen.policy.parameters())
+    assert torch.equal(gen.policy.head.weight, stored["head.weight"].float())
+    assert load_file(str(root / FILES["var-vae"]))["quantize.embedding.weight"].dtype == torch.float16
+
+
+def test_shapes_var_family_and_recipes():
+    """Its own pre-training's final lr (the shapes budget rule), VA-π with ξ = 0 (class-to-image) and
+    shapes-c2i's CCA / AR-GRPO / DPO recipes."""
+    from vapi_bench.plugins.shapes.families import family_defaults
+    from vapi_bench.plugins.shapes.zoo.config import FULL
+    from vapi_bench.plugins.shapes.zoo.train import final_lr
+    from vapi_bench.training import post_training_lr
+    from vapi_bench.training.recipes import recipe_defaults
+
+    class Base:
+        family = "shapes-var"
+
+    class C2I:
+        family = "shapes-c2i"
+
+    budget = family_defaults()["shapes-var"]
+    assert budget["lr"] == post_training_lr(final_lr(FULL.var_optim)) != family_defaults()["shapes-c2i"]["lr"]
+    assert recipe_defaults("va-pi", Base())[0]["xi"] == 0.0
+    for method in ("cca", "ar-grpo", "dpo"):
+        values, source = recipe_defaults(method, Base())
+        c2i = recipe_defaults(method, C2I())[0]
+        assert source == "shapes-var" and values["lr"] == budget["lr"]
+        assert {k: v for k, v in values.items() if k != "lr"} == {k: v for k, v in c2i.items() if k != "lr"}
+
+
+def test_a_zoo_without_var_says_how_to_add_it(quick_zoos, tmp_path):
+    root = tmp_path / "zoo"
+    shutil.copytree(quick_zoos[0], root)
+    manifest = json.loads((root / MANIFEST).read_text())
+    del manifest["models"]["var"]
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="zoo build --only var"):
+        load_generator("shapes-var", zoo_dir=str(root))

@@ -182,3 +182,32 @@ def test_train_mode_drops_conditions_to_the_null_class():
         policy.eval()
         null = gen.teacher_forced_logits(tokens, gen.null_conditions(cond))
     torch.testing.assert_close(dropped, null, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("share", [4, 3])
+def test_training_forward_matches_official_loss_and_gradients(share):
+    """vae_training.quantize_for_training against quant.py:52-104: the same codes, the same
+    straight-through f̂ and VQ loss, and the same gradients into the encoder output, the codebook
+    and the φ refiners (the commitment term reaches f, the codebook term the codes and φ)."""
+    from vapi_bench.plugins.var.vae_training import quantize_for_training
+
+    gen, vae_ref, _ = tiny_pair(share)
+    ours, theirs = gen.vae.quantize, vae_ref.quantize
+    f = torch.randn(3, TINY["Cvae"], 4, 4, generator=torch.Generator().manual_seed(2)) * 0.1
+    f_ours, f_ref = f.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    with torch.enable_grad():
+        for module in (ours, theirs):
+            module.requires_grad_(True)
+        out = quantize_for_training(ours, f_ours)
+        f_hat_ref, loss_ref = theirs(f_ref)
+        target = torch.randn_like(f)  # a downstream loss on f̂ reaches f straight through
+        (out.vq_loss + (out.f_hat * target).sum()).backward()
+        (loss_ref + (f_hat_ref * target).sum()).backward()
+    assert torch.equal(torch.cat(out.indices, 1), torch.cat(theirs.f_to_idxBl_or_fhat(f, to_fhat=False), 1))
+    assert torch.allclose(out.f_hat, f_hat_ref, atol=1e-6) and torch.allclose(out.vq_loss, loss_ref, atol=1e-7)
+    assert float(out.vq_loss.detach()) > 0
+    assert torch.allclose(f_ours.grad, f_ref.grad, atol=1e-6)
+    grads = {name: p.grad for name, p in theirs.named_parameters()}
+    for name, p in ours.named_parameters():
+        assert torch.allclose(p.grad, grads[name], atol=1e-6), name
+    assert float(ours.embedding.weight.grad.abs().sum()) > 0  # the codebook term trains the used codes

@@ -8,7 +8,8 @@ reimplementation with the official numerics offline. Changes, all outside the co
   when they are not installed), no `dist`, no prints, no HF mixin, no progressive training;
 - the rng of VAR lives on the CPU (var.py:49 puts it on dist.get_device());
 - `autoregressive_infer_cfg` also returns the sampled indices (it returns only the image);
-- VQVAE.load_state_dict's ema_vocab_hit_SV override and the training-only forward are omitted;
+- VQVAE.load_state_dict's ema_vocab_hit_SV override is omitted; the training-only forward of
+  VectorQuantizer2 (quant.py:52-104) is kept without its usage statistics (`dist`, `ema_vocab_hit_SV`);
 - quant.py's share_quant_resi 0 / 1 variants (PhiNonShared / PhiShared) are omitted.
 """
 import math
@@ -352,6 +353,31 @@ class VectorQuantizer2(nn.Module):
         self.beta = beta
         self.embedding = nn.Embedding(self.vocab_size, self.Cvae)
         self.prog_si = -1
+
+    def forward(self, f_BChw):  # quant.py:52-104, returns (f_hat, mean_vq_loss)
+        dtype = f_BChw.dtype
+        if dtype != torch.float32: f_BChw = f_BChw.float()
+        B, C, H, W = f_BChw.shape
+        f_no_grad = f_BChw.detach()
+        f_rest = f_no_grad.clone()
+        f_hat = torch.zeros_like(f_rest)
+        mean_vq_loss = 0.0
+        SN = len(self.v_patch_nums)
+        for si, pn in enumerate(self.v_patch_nums):
+            assert not self.using_znorm
+            rest_NC = F.interpolate(f_rest, size=(pn, pn), mode='area').permute(0, 2, 3, 1).reshape(-1, C) if (si != SN - 1) else f_rest.permute(0, 2, 3, 1).reshape(-1, C)
+            d_no_grad = torch.sum(rest_NC.square(), dim=1, keepdim=True) + torch.sum(self.embedding.weight.data.square(), dim=1, keepdim=False)
+            d_no_grad.addmm_(rest_NC, self.embedding.weight.data.T, alpha=-2, beta=1)
+            idx_N = torch.argmin(d_no_grad, dim=1)
+            idx_Bhw = idx_N.view(B, pn, pn)
+            h_BChw = F.interpolate(self.embedding(idx_Bhw).permute(0, 3, 1, 2), size=(H, W), mode='bicubic').contiguous() if (si != SN - 1) else self.embedding(idx_Bhw).permute(0, 3, 1, 2).contiguous()
+            h_BChw = self.quant_resi[si / (SN - 1)](h_BChw)
+            f_hat = f_hat + h_BChw
+            f_rest -= h_BChw
+            mean_vq_loss += F.mse_loss(f_hat.data, f_BChw).mul_(self.beta) + F.mse_loss(f_hat, f_no_grad)
+        mean_vq_loss *= 1. / SN
+        f_hat = (f_hat.data - f_no_grad).add_(f_BChw)
+        return f_hat, mean_vq_loss
 
     def embed_to_fhat(self, ms_h_BChw, all_to_max_scale=True, last_one=False):
         ls_f_hat_BChw = []

@@ -75,10 +75,11 @@ DPO_RECIPES: dict[str, dict[str, Any]] = {
     "shapes-t2i": {**_DPO_SHAPES, "pair_cfg": 4.0, "rewards": "shapes-geneval:1"},
 }
 
-# the shapes world's other bases get the recipes of the base they derive from
+# the shapes world's other bases get the recipes of the base they derive from (shapes-var: of the
+# class-conditional base it sits beside; the lr stays its family's, as for every shapes base)
 for _table in (AR_GRPO_RECIPES, CCA_RECIPES, DPO_RECIPES):
     for _derived, _parent in (("shapes-c2i-small", "shapes-c2i"), ("shapes-c2i-small-ls", "shapes-c2i"),
-                              ("shapes-t2i-ls", "shapes-t2i")):
+                              ("shapes-t2i-ls", "shapes-t2i"), ("shapes-var", "shapes-c2i")):
         _table[_derived] = dict(_table[_parent])
 
 #: CCA's λ per model (CCA README: LlamaGen B / L / XL / XXL / 3B, VAR d16 / d20 / d24 / d30, all with

@@ -1,10 +1,10 @@
 """The shapes world (entry point `shapes`): procedural data, the model zoo and its generators.
 
 Registers the generators `shapes-c2i` / `shapes-t2i` and their variants (`shapes-c2i-small`,
-`shapes-c2i-small-ls`, `shapes-t2i-ls`; tiny LlamaGen models from the zoo), the
-datasets `shapes-c2i` / `shapes-captions`, the scorers `shapes-perceptual`, `shapes-class-prob` and
-`shapes-geneval` (the last two are verifiable rewards), its models' families (families.py) and the
-`vapi-bench zoo` command group.
+`shapes-c2i-small-ls`, `shapes-t2i-ls`; tiny LlamaGen models from the zoo) and `shapes-var` (a
+tiny VAR from the zoo), the datasets `shapes-c2i` / `shapes-captions`, the scorers
+`shapes-perceptual`, `shapes-class-prob` and `shapes-geneval` (the last two are verifiable rewards),
+its models' families (families.py) and the `vapi-bench zoo` command group.
 Modules are imported inside the hooks, so importing the package stays cheap and a broken
 dependency surfaces as a skipped plugin with its reason.
 """

@@ -22,11 +22,11 @@ def _budget(optim_field: str) -> dict[str, Any]:
 
 
 def family_defaults() -> dict[str, dict[str, Any]]:
-    """Each base's defaults: the c2i / t2i GPTs' and the under-capacity c2i's own pre-training lr;
-    the label-smoothed variants share their parent's schedule."""
+    """Each base's defaults: the c2i / t2i GPTs', the under-capacity c2i's and the VAR's own
+    pre-training lr; the label-smoothed variants share their parent's schedule."""
     c2i, t2i, small = _budget("c2i_optim"), _budget("t2i_optim"), _budget("c2i_small_optim")
     return {"shapes-c2i": c2i, "shapes-t2i": t2i, "shapes-c2i-small": small,
-            "shapes-c2i-small-ls": dict(small), "shapes-t2i-ls": dict(t2i)}
+            "shapes-c2i-small-ls": dict(small), "shapes-t2i-ls": dict(t2i), "shapes-var": _budget("var_optim")}
 
 
 def families() -> list[Family]:

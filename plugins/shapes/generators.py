@@ -1,5 +1,6 @@
 """The shapes world's generators, `shapes-c2i`, `shapes-c2i-small`, `shapes-c2i-small-ls`,
-`shapes-t2i` and `shapes-t2i-ls`: tiny LlamaGen models from the zoo.
+`shapes-t2i` and `shapes-t2i-ls`: tiny LlamaGen models from the zoo (and `shapes-var`, a tiny VAR:
+var_generator.py).
 
 They are `LlamaGenGenerator`s built from the zoo's VQ and GPT files, so sampling, teacher forcing,
 fine-tuning and checkpointing run through exactly the code that serves the real LlamaGen models;
@@ -29,6 +30,7 @@ DEFAULT_RECIPES: dict[str, SamplingRecipe] = {
     "c2i-small": SamplingRecipe(cfg_scale=2.0),
     "c2i-small-ls": SamplingRecipe(cfg_scale=2.0),
     "t2i-ls": SamplingRecipe(cfg_scale=2.0),
+    "var": SamplingRecipe(cfg_scale=2.0),  # shapes-var (var_generator.py); VAR's ramp reaches 2.0 at its last scale
 }
 
 
@@ -122,7 +124,8 @@ def build_shapes_generator(
 
 
 def entries() -> list[Entry]:
-    """Registry entries of every shapes model (MODELS)."""
+    """Registry entries of every shapes model (MODELS) and of `shapes-var`."""
+    from .var_generator import entry
 
     def factory_for(name: str):
         def factory(*, checkpoint: str | None = None, device: torch.device | str = "cpu", **params: Any):
@@ -130,4 +133,5 @@ def entries() -> list[Entry]:
 
         return factory
 
-    return [Entry(m.name, factory=factory_for(m.name), summary=m.summary, params=PARAMS) for m in MODELS.values()]
+    return [Entry(m.name, factory=factory_for(m.name), summary=m.summary, params=PARAMS)
+            for m in MODELS.values()] + [entry()]

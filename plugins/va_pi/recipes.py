@@ -21,7 +21,7 @@ METHOD_WIDE = {"group_size": 8, "beta": 0.1, "adv_clip": 5.0}
 CONTEXT_NOISE = {
     "llamagen-c2i": 0.0, "llamagen-t2i": 0.5, "janus-pro": 0.95,
     "var": 0.0,  # class-to-image, as LlamaGen C2I (VA-π was not run on VAR: docs/var.md)
-    "shapes-c2i": 0.0, "shapes-c2i-small": 0.0, "shapes-c2i-small-ls": 0.0,
+    "shapes-c2i": 0.0, "shapes-c2i-small": 0.0, "shapes-c2i-small-ls": 0.0, "shapes-var": 0.0,
     "shapes-t2i": 0.5, "shapes-t2i-ls": 0.5,
 }
 

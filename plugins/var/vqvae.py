@@ -10,9 +10,9 @@ transformer models (see `TokenLayout`). Decoding sums the refined, upsampled cod
 runs the decoder (quant.py:107-121 with all_to_max_scale=True).
 
 Differences from the official module, none visible in the state dict: only the partially shared φ
-(`share_quant_resi >= 2`, every released VAE uses 4) is built; the training-only pieces (the VQ
-losses, usage statistics) are left out, the `ema_vocab_hit_SV` buffer is kept only so released
-files load; the encoder/decoder take `ch_mult` / `num_res_blocks` (the official VQVAE fixes them
+(`share_quant_resi >= 2`, every released VAE uses 4) is built; the training forward (the VQ
+losses) lives in vae_training.py, the usage statistics are left out and the `ema_vocab_hit_SV`
+buffer is kept only so released files load; the encoder/decoder take `ch_mult` / `num_res_blocks` (the official VQVAE fixes them
 to (1, 1, 2, 2, 4) / 2, vqvae.py:32-37) so the shapes world can build a tiny one.
 """
 from __future__ import annotations
@@ -279,7 +279,7 @@ class MultiScaleQuantizer(nn.Module):
     def phi(self, scale: int) -> Phi:
         return self.quant_resi.for_scale(scale, len(self.patch_nums))
 
-    def _nearest(self, z: torch.Tensor) -> torch.Tensor:
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Code index of each row of z [N, C]: l2 nearest (argmin of |z|^2 + |e|^2 - 2 z.e, computed
         as quant.py:155-157 does), or cosine nearest with using_znorm (quant.py:151-153)."""
         codebook = self.embedding.weight
@@ -309,7 +309,7 @@ class MultiScaleQuantizer(nn.Module):
         rest, out = f.detach().clone(), []
         for k, pn in enumerate(self.patch_nums):
             z = F.interpolate(rest, size=(pn, pn), mode="area") if k != len(self.patch_nums) - 1 else rest
-            idx = self._nearest(z.permute(0, 2, 3, 1).reshape(-1, c)).view(b, pn * pn)
+            idx = self.nearest(z.permute(0, 2, 3, 1).reshape(-1, c)).view(b, pn * pn)
             rest.sub_(self.upsampled(self.code_map(idx, pn), k))
             out.append(idx)
         return out

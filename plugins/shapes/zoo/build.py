@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from vapi_bench.precision import cpu_has_native_bf16
-from vapi_bench.progress import add_task, advance, make_progress
+from vapi_bench.progress import make_progress
 from vapi_bench.seeding import derive_seed
 from vapi_bench.store import atomic_write_json
 
@@ -36,9 +36,12 @@ from ..vocab import NUM_CLASSES
 from ..words import ShapesWordEncoder
 from .config import ZooConfig, preset
 from .files import FILES, FORMAT, MANIFEST, MAX_TOTAL_BYTES, file_record, save_module, zoo_dir_or_default
-from .quality import measure_quality
+from .quality import measure_quality, measure_var_quality
+from .stages import Stages, finish_bar, loss_bar
 from .train import OptimConfig, encode_dataset, train_gpt, train_vq
 from .training_sets import CaptionConditions, render_sets, t2i_training_set
+from .var_build import train_shapes_var
+
 
 @contextmanager
 def _staging(root: Path) -> Iterator[Path]:
@@ -48,37 +51,6 @@ def _staging(root: Path) -> Iterator[Path]:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-class _Stages:
-    """Progress bars and wall times of the build's stages."""
-
-    def __init__(self, progress: Any):
-        self.progress = progress
-        self.walls: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str, total: int) -> Iterator[Any]:
-        task = add_task(self.progress, name, total)
-        start = time.time()
-
-        def step(n: int = 1, rate: str = "") -> None:
-            advance(self.progress, task, n, rate)
-
-        yield step
-        self.walls[name] = round(time.time() - start, 2)
-
-
-def _loss_bar(step: Any, every: int = 10):
-    def on_step(index: int, record: dict[str, float]) -> None:
-        if index % every == every - 1:
-            step(every, f"loss {record['loss']:.4f}")
-
-    return on_step
-
-
-def _finish(step: Any, optim: OptimConfig, every: int = 10) -> None:
-    step(optim.steps % every)
 
 
 def build_zoo(
@@ -94,7 +66,7 @@ def build_zoo(
     root = zoo_dir_or_default(out_dir)
     started = time.time()
     progress = make_progress(disable=not show_progress)
-    stages = _Stages(progress)
+    stages = Stages(progress)
     # fork_rng: the build seeds torch's global generator per stage; the caller's state survives
     with torch.random.fork_rng(devices=[]), progress, _staging(root) as staging:
         manifest = {"format": FORMAT, "seed": seed, "quick": quick, "config": cfg.as_dict(),
@@ -104,7 +76,8 @@ def build_zoo(
         if total > MAX_TOTAL_BYTES:
             raise ValueError(f"the zoo weighs {total} bytes, over the {MAX_TOTAL_BYTES} bytes the repository allows.")
         atomic_write_json(staging / MANIFEST, manifest)  # the generators below load the staged zoo
-        manifest["quality"] = measure_quality(staging, cfg, seed, stages)
+        manifest["quality"] = {**measure_quality(staging, cfg, seed, stages),
+                               "var": measure_var_quality(staging, cfg, seed, stages)}
         manifest["build"] = {
             "wall_seconds": {**stages.walls, "total": round(time.time() - started, 2)},
             "torch_threads": torch.get_num_threads(),
@@ -117,7 +90,7 @@ def build_zoo(
     return manifest
 
 
-def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[str, Any]:
+def train_models(cfg: ZooConfig, seed: int, stages: Stages, out: Path) -> dict[str, Any]:
     """Render the data and train every zoo model into `out`; returns the manifest's
     models / data / losses sections."""
     with stages.stage("render data", cfg.n_class_images + cfg.n_caption_images) as step:
@@ -130,8 +103,8 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
     with stages.stage("train VQ", cfg.vq_optim.steps) as step:
         vq_losses = train_vq(vq, images, cfg.vq_optim, derive_seed(seed, 1, "zoo/vq"),
                              restart_every=cfg.vq_restart_every, edge_boost=cfg.vq_edge_boost,
-                             on_step=_loss_bar(step))
-        _finish(step, cfg.vq_optim)
+                             on_step=loss_bar(step))
+        finish_bar(step, cfg.vq_optim)
     save_module(out / FILES["vq"], vq)
 
     with stages.stage("tokenize", len(images)) as step:
@@ -159,6 +132,7 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
         part = train_c2i_small(cfg, seed, stages, out, vq_cfg.codebook_size, side, class_tokens, labels, kind)
         c2i_small["models"].update(part["models"])
         c2i_small["losses"].update(part["losses"])
+    var = train_shapes_var(cfg, seed, stages, out)
     reward = train_reward_net(cfg, seed, stages, out)
 
     featnet_seed = derive_seed(seed, 0, "zoo/featnet")
@@ -179,7 +153,7 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
         "models": {
             "vq": {"config": {**vq_cfg.__dict__, "ch_mult": list(vq_cfg.ch_mult)}},
             "c2i": {"config": c2i_cfg.as_dict()},
-            **t2i["models"], **c2i_small["models"], **reward["models"],
+            **t2i["models"], **c2i_small["models"], **var["models"], **reward["models"],
         },
         "data": {
             "sha256": sets.sha256,
@@ -193,7 +167,7 @@ def train_models(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[
             "c2i": c2i_losses,
             **t2i["losses"],
             "featnet": {"loss": sum(tail) / len(tail)} if tail else {},
-            **c2i_small["losses"], **reward["losses"],
+            **c2i_small["losses"], **var["losses"], **reward["losses"],
         },
     }
 
@@ -204,7 +178,7 @@ SMALL_GPTS = ("c2i-small", "c2i-small-ls")
 T2I_GPTS = ("t2i", "t2i-ls")
 
 
-def train_t2i(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, kind: str, encoder: ShapesWordEncoder,
+def train_t2i(cfg: ZooConfig, seed: int, stages: Stages, out: Path, kind: str, encoder: ShapesWordEncoder,
               captions: CaptionConditions, tokens: torch.Tensor, c2i: GPT, vocab_size: int,
               side: int) -> dict[str, Any]:
     """A t2i GPT warm-started from the c2i GPT (`shapes-t2i`, or with label smoothing
@@ -224,7 +198,7 @@ def train_t2i(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, kind: str, 
     return {"models": {kind: record}, "losses": {kind: losses}}
 
 
-def train_c2i_small(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, vocab_size: int, side: int,
+def train_c2i_small(cfg: ZooConfig, seed: int, stages: Stages, out: Path, vocab_size: int, side: int,
                     class_tokens: torch.Tensor, labels: torch.Tensor, kind: str = "c2i-small") -> dict[str, Any]:
     """An under-capacity c2i GPT on the zoo's class tokens (`shapes-c2i-small`, or with label
     smoothing `shapes-c2i-small-ls`: the same initialisation and batches, only the targets
@@ -241,7 +215,7 @@ def train_c2i_small(cfg: ZooConfig, seed: int, stages: _Stages, out: Path, vocab
             "losses": {kind: losses}}
 
 
-def train_reward_net(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> dict[str, Any]:
+def train_reward_net(cfg: ZooConfig, seed: int, stages: Stages, out: Path) -> dict[str, Any]:
     """The perceptual reward's own feature network: narrower than featnet, its own initialisation
     and its own draw of training images; returns its manifest models / losses entries."""
     net_seed = derive_seed(seed, 0, "zoo/rewardnet")
@@ -262,31 +236,36 @@ def train_reward_net(cfg: ZooConfig, seed: int, stages: _Stages, out: Path) -> d
     return {"models": {"rewardnet": meta}, "losses": {"rewardnet": {"loss": sum(tail) / len(tail)} if tail else {}}}
 
 
-#: stages `zoo build --only` can (re)build into an existing zoo, leaving its other files alone
-EXTRA_STAGES = ("reward-net", *SMALL_GPTS, "t2i-ls")
+#: stages `zoo build --only` can (re)build into an existing zoo, leaving its other files alone, and
+#: the zoo files (FILES keys) each one writes
+EXTRA_FILES: dict[str, tuple[str, ...]] = {"reward-net": ("rewardnet",), **{k: (k,) for k in SMALL_GPTS},
+                                           "t2i-ls": ("t2i-ls",), "var": ("var-vae", "var")}
+EXTRA_STAGES = tuple(EXTRA_FILES)
 
 
 def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | None = None,
                 show_progress: bool = True) -> dict[str, Any]:
     """Train one extra model of an existing zoo (its build seed; the zoo's VQ for c2i-small) and add
-    it to the manifest; the zoo's other files are untouched."""
+    it to the manifest (with its quality figures, for var); the zoo's other files are untouched."""
     from .files import read_manifest, verify_file
 
     if only not in EXTRA_STAGES:
         raise ValueError(f"zoo build --only: choose one of {', '.join(EXTRA_STAGES)}, got {only!r}.")
     root = zoo_dir_or_default(out_dir)
     manifest = read_manifest(root, verify=False)
-    rebuilt = FILES["rewardnet" if only == "reward-net" else only]
+    rebuilt = [FILES[kind] for kind in EXTRA_FILES[only]]
     for name, record in manifest["files"].items():
-        if name != rebuilt:  # the file being (re)built may be missing or stale
+        if name not in rebuilt:  # the files being (re)built may be missing or stale
             verify_file(root / name, record)
     cfg = config or preset(bool(manifest.get("quick")))
     seed = int(manifest["seed"])
     progress = make_progress(disable=not show_progress)
-    stages = _Stages(progress)
+    stages = Stages(progress)
     with torch.random.fork_rng(devices=[]), progress, _staging(root) as staging:
         if only == "reward-net":
             part = train_reward_net(cfg, seed, stages, staging)
+        elif only == "var":
+            part = train_shapes_var(cfg, seed, stages, staging)
         else:
             from .files import load_gpt, load_vq, word_encoder
 
@@ -310,23 +289,29 @@ def build_extra(out_dir: str | Path | None, only: str, *, config: ZooConfig | No
                     tokens = encode_dataset(vq, sets.class_images, on_batch=step)
                 part = train_c2i_small(cfg, seed, stages, staging, vq.config.codebook_size, side, tokens,
                                        sets.class_labels, only)
-        manifest["files"][rebuilt] = file_record(staging / rebuilt)
+        manifest["files"].update({name: file_record(staging / name) for name in rebuilt})
         manifest["models"].update(part["models"])
         manifest["losses"].update(part["losses"])
         manifest["config"] = {**manifest["config"], **{k: v for k, v in cfg.as_dict().items()
-                                                       if k.startswith(("rewardnet", "c2i_small", "t2i_ls"))}}
-        # only the new model's training time: rendering and tokenizing here are the full build's steps again
+                                                       if k.startswith(("rewardnet", "c2i_small", "t2i_ls", "var",
+                                                                        "n_var"))}}
+        # only the new model's own stages: rendering and tokenizing here are the full build's steps again,
+        # except var's (its own class set and tokenizer)
         manifest.setdefault("build", {}).setdefault("wall_seconds", {}).update(
-            {k: v for k, v in stages.walls.items() if k.startswith("train ")})
+            {k: v for k, v in stages.walls.items() if k.startswith("train ") or "VAR" in k})
         total = sum(r["bytes"] for r in manifest["files"].values())
         if total > MAX_TOTAL_BYTES:
             raise ValueError(f"the zoo would weigh {total} bytes, over the {MAX_TOTAL_BYTES} bytes the repository allows.")
-        os.replace(staging / rebuilt, root / rebuilt)
+        for name in rebuilt:
+            os.replace(staging / name, root / name)
         atomic_write_json(root / MANIFEST, manifest)
+        if only == "var":  # measured through the registered generator, which reads the written zoo
+            manifest.setdefault("quality", {})["var"] = measure_var_quality(root, cfg, seed, stages)
+            atomic_write_json(root / MANIFEST, manifest)
     return manifest
 
 
-def _train_gpt_stage(stages: _Stages, name: str, gpt_cfg: GPTConfig, tokens: torch.Tensor, conditions: Any,
+def _train_gpt_stage(stages: Stages, name: str, gpt_cfg: GPTConfig, tokens: torch.Tensor, conditions: Any,
                      optim: OptimConfig, bf16: bool, seed: int,
                      warm_start: GPT | None = None, label_smoothing: float = 0.0) -> tuple[GPT, dict[str, float]]:
     torch.manual_seed(seed)  # initialisation and class / caption dropout draws
@@ -335,8 +320,8 @@ def _train_gpt_stage(stages: _Stages, name: str, gpt_cfg: GPTConfig, tokens: tor
         copy_trunk(warm_start, gpt)
     with stages.stage(name, optim.steps) as step:
         losses = train_gpt(gpt, tokens, conditions, optim, seed, bf16=bf16 and cpu_has_native_bf16(),
-                           label_smoothing=label_smoothing, on_step=_loss_bar(step))
-        _finish(step, optim)
+                           label_smoothing=label_smoothing, on_step=loss_bar(step))
+        finish_bar(step, optim)
     return gpt, losses
 
 

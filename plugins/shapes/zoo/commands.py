@@ -22,11 +22,11 @@ def build_command(
     quick: bool = typer.Option(False, "--quick", help="toy sizes and step counts (tests; under a minute)"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch's default)"),
     only: Optional[str] = typer.Option(None, "--only", help="build one extra model into an existing zoo and "
-                                       "leave its other files alone: reward-net | c2i-small | c2i-small-ls | t2i-ls"),
+                                       "leave its other files alone: reward-net | c2i-small | c2i-small-ls | t2i-ls | var"),
 ) -> None:
-    """Train the VQ tokenizer, the c2i, c2i-small, c2i-small-ls, t2i and t2i-ls GPTs, the evaluation
-    feature network and the reward network from scratch (or, with --only, one extra model of an
-    existing zoo)."""
+    """Train the VQ tokenizer, the c2i, c2i-small, c2i-small-ls, t2i and t2i-ls GPTs, the VAR and its
+    multi-scale VQ-VAE, the evaluation feature network and the reward network from scratch (or, with
+    --only, one extra model of an existing zoo)."""
     import torch
 
     from .build import EXTRA_STAGES, build_extra, build_zoo

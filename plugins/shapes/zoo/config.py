@@ -60,6 +60,23 @@ class ZooConfig:
     # `shapes-t2i-ls`: the t2i GPT's recipe (same initialisation, warm start and batches) with label
     # smoothing, because `shapes-t2i` gains nothing from temperatures below 1 (README)
     t2i_ls_label_smoothing: float = 0.1
+    # `shapes-var`: VAR (next-scale prediction, the second AR paradigm) on its own multi-scale VQ-VAE,
+    # both trained on the first n_var_images class images (it is class-conditional). 32 px -> a 4x4
+    # latent (three 2x downsamplings) explained by scales 1, 2, 3, 4 (30 tokens): the release's
+    # pyramid (1 ... 16 over a 16x16 latent) cut to this latent's side, short enough that the
+    # transformer trains in about a minute on one CPU thread. Width 32 at every level (GroupNorm's
+    # 32 groups are the floor) and fp16 storage keep the pair under 1.5 MB. φ: the release's
+    # quant_resi 0.5 shared 4 ways (VQVAEConfig defaults); the transformer: VAR's block at depth 4.
+    var_vae: dict[str, Any] = field(default_factory=lambda: dict(
+        vocab_size=128, z_channels=16, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, patch_nums=(1, 2, 3, 4),
+    ))
+    var: dict[str, Any] = field(default_factory=lambda: dict(
+        depth=4, embed_dim=64, num_heads=4, mlp_ratio=4.0, drop_path_rate=0.0, cond_drop_rate=0.1,
+    ))
+    n_var_images: int = 6000
+    var_vae_optim: OptimConfig = OptimConfig(steps=1200, batch_size=16, lr=3e-3)
+    var_restart_every: int = 20
+    var_optim: OptimConfig = OptimConfig(steps=900, batch_size=32, lr=3e-3, warmup=30, grad_clip=2.0)
     # quality figures: held-out reconstructions, c2i samples per class, t2i samples per prompt
     n_recon_eval: int = 300
     c2i_samples_per_class: int = 10
@@ -71,6 +88,7 @@ class ZooConfig:
         out = asdict(self)
         out["vq"]["ch_mult"] = list(out["vq"]["ch_mult"])
         out["rewardnet_widths"] = list(out["rewardnet_widths"])
+        out["var_vae"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["var_vae"].items()}
         return out
 
 
@@ -91,6 +109,12 @@ QUICK = replace(
     rewardnet_steps=3,
     c2i_small_gpt={**FULL.c2i_small_gpt, "dim": 16, "n_layer": 1, "n_head": 2},
     c2i_small_optim=OptimConfig(steps=4, batch_size=8, lr=2e-3, warmup=2),
+    var_vae={**FULL.var_vae, "vocab_size": 32},
+    var={**FULL.var, "depth": 1, "embed_dim": 32, "num_heads": 2},
+    n_var_images=96,
+    var_vae_optim=OptimConfig(steps=4, batch_size=8, lr=3e-3, warmup=2),
+    var_restart_every=2,
+    var_optim=OptimConfig(steps=4, batch_size=8, lr=2e-3, warmup=2, grad_clip=2.0),
     n_recon_eval=12,
     c2i_samples_per_class=1,
     t2i_samples_per_prompt=1,

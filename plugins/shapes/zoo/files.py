@@ -2,7 +2,8 @@
 
 A zoo directory holds vq.safetensors, c2i.safetensors, t2i.safetensors, c2i-small(-ls).safetensors
 (the under-capacity c2i base), featnet.safetensors (the evaluation network), rewardnet.safetensors
-(the perceptual reward's network) and manifest.json. The manifest is the single source of the model configs, so the weights can never
+(the perceptual reward's network), var-vae.safetensors and var.safetensors (`shapes-var`: VAR's
+multi-scale VQ-VAE and transformer, parameters stored in fp16) and manifest.json. The manifest is the single source of the model configs, so the weights can never
 be paired with the wrong architecture, and it records each file's sha256, which is checked on
 every load: a stale or half-copied zoo fails with a message saying which file and what to do.
 """
@@ -22,6 +23,8 @@ from vapi_bench.weights import sha256_file
 
 from ...llamagen.gpt import GPT, GPTConfig
 from ...llamagen.vq import VQConfig, VQModel
+from ...var.model import VAR, VARConfig
+from ...var.vqvae import VQVAE, VQVAEConfig
 from ..words import ShapesWordEncoder
 
 #: the zoo shipped inside the package (written by `vapi-bench zoo build`)
@@ -37,6 +40,8 @@ FILES: dict[str, str] = {
     "c2i-small-ls": "c2i-small-ls.safetensors",
     "t2i-ls": "t2i-ls.safetensors",
     "rewardnet": "rewardnet.safetensors",
+    "var-vae": "var-vae.safetensors",
+    "var": "var.safetensors",
 }
 #: the repository ships the zoo; it must stay small
 MAX_TOTAL_BYTES = 20 * 1024 * 1024
@@ -47,11 +52,15 @@ def zoo_dir_or_default(zoo_dir: str | Path | None) -> Path:
     return Path(zoo_dir).expanduser() if zoo_dir else PACKAGED_ZOO
 
 
-def save_module(path: Path, module: nn.Module) -> Path:
-    """A module's state dict as safetensors (CPU, contiguous; byte-identical for equal weights)."""
+def save_module(path: Path, module: nn.Module, *, half: bool = False) -> Path:
+    """A module's state dict as safetensors (CPU, contiguous; byte-identical for equal weights).
+    half stores the floating-point parameters in fp16 (buffers unchanged: VAR's attention mask
+    holds the fp32 minimum); loading casts them back to the module's fp32."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    params = {name for name, _ in module.named_parameters()}
+    tensors = {k: (v.half() if half and k in params else v).detach().to("cpu").contiguous()
+               for k, v in module.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
@@ -120,6 +129,24 @@ def load_module(module: nn.Module, path: Path, what: str) -> nn.Module:
 
 def load_vq(root: Path, manifest: dict[str, Any]) -> VQModel:
     return load_module(VQModel(vq_config(manifest)), root / FILES["vq"], f"shapes zoo VQ ({root / FILES['vq']})").eval()
+
+
+def var_configs(manifest: dict[str, Any]) -> tuple[VARConfig, VQVAEConfig]:
+    """`shapes-var`'s transformer and VQ-VAE configs (JSON lists back to tuples)."""
+    record = manifest["models"]["var"]
+    var = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()}
+    vae = {k: tuple(v) if isinstance(v, list) else v for k, v in record["vae_config"].items()}
+    return VARConfig(**var), VQVAEConfig(**vae)
+
+
+def load_var(root: Path, manifest: dict[str, Any], weights: str | Path | None = None) -> tuple[VAR, VQVAE]:
+    """`shapes-var`'s transformer and VQ-VAE; `weights` replaces the zoo's transformer file."""
+    var_cfg, vae_cfg = var_configs(manifest)
+    path = Path(weights) if weights else root / FILES["var"]
+    with torch.random.fork_rng(devices=[]):  # construction draws an init we overwrite at once
+        var, vae = VAR(var_cfg), VQVAE(vae_cfg)
+    load_module(vae, root / FILES["var-vae"], f"shapes zoo VAR VQ-VAE ({root / FILES['var-vae']})")
+    return load_module(var, path, f"shapes zoo VAR ({path})").eval(), vae.eval()
 
 
 def load_gpt(root: Path, manifest: dict[str, Any], kind: str, weights: str | Path | None = None) -> GPT:

@@ -22,6 +22,7 @@ from vapi_bench.interfaces import Generator, SamplingRecipe, iter_batches
 from vapi_bench.seeding import derive_seed
 
 from ...llamagen.vq import VQModel
+from ...var.vqvae import VQVAE
 from ..data import ShapesDataset, caption_dataset, class_dataset
 from ..detector import ShapesDetector, recovers_objects
 from ..features import ShapesFeatureNet, load_feature_net
@@ -42,7 +43,7 @@ def _stack(dataset: ShapesDataset, n: int) -> tuple[torch.Tensor, list]:
 
 
 @torch.no_grad()
-def reconstruction_recovery(vq: VQModel, dataset: ShapesDataset, n: int, advance: Advance | None = None) -> float:
+def reconstruction_recovery(vq: VQModel | VQVAE, dataset: ShapesDataset, n: int, advance: Advance | None = None) -> float:
     """Fraction of the first n held-out scenes whose VQ round trip the detector reads exactly."""
     images, scenes = _stack(dataset, n)
     detector = ShapesDetector()
@@ -155,6 +156,27 @@ def measure_quality(zoo: Path, cfg: ZooConfig, seed: int, stages: Any) -> dict[s
         "recipes": {"c2i": DEFAULT_RECIPES["c2i"].as_dict(), "t2i": DEFAULT_RECIPES["t2i"].as_dict()},
     }
     return quality
+
+
+def measure_var_quality(zoo: Path, cfg: ZooConfig, seed: int, stages: Any) -> dict[str, Any]:
+    """`shapes-var`'s figures, through the registered generator built from `zoo`: held-out class
+    reconstructions recovered by the detector, and the c2i CFG sweep (class accuracy by the
+    feature network, as for `shapes-c2i`; the scale is VAR's, ramped over the scales)."""
+    from ..var_generator import build_shapes_var
+
+    var = build_shapes_var(zoo_dir=str(zoo))
+    featnet = load_feature_net(zoo / FILES["featnet"])
+    with stages.stage("VAR reconstructions", cfg.n_recon_eval) as step:
+        recon = reconstruction_recovery(var.vae, class_dataset("test", cfg.n_recon_eval, cfg.image_size, seed),
+                                        cfg.n_recon_eval, step)
+    per_scale = cfg.c2i_samples_per_class * NUM_CLASSES
+    with stages.stage("VAR CFG sweep", per_scale * len(CFG_SWEEP)) as step:
+        sweep = {f"{scale:g}": c2i_accuracy(var, featnet, cfg.c2i_samples_per_class, seed, _recipe("var", scale), step)
+                 for scale in CFG_SWEEP}
+    default = DEFAULT_RECIPES["var"]
+    return {"reconstruction_recovery": recon, "cfg_sweep": sweep,
+            "gates": {"reconstruction_recovery": recon, "class_accuracy": sweep[f"{default.cfg_scale:g}"]["class_accuracy"],
+                      "recipe": default.as_dict()}}
 
 
 def _recipe(kind: str, scale: float) -> SamplingRecipe:

@@ -65,12 +65,12 @@ def make_adamw(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def _check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
+def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"zoo {stage}: the loss became {loss.item()} at step {step}; lower its lr.")
 
 
-def _step(model: nn.Module, optimiser: torch.optim.Optimizer, loss: torch.Tensor, cfg: OptimConfig, step: int) -> float:
+def optimiser_step(model: nn.Module, optimiser: torch.optim.Optimizer, loss: torch.Tensor, cfg: OptimConfig, step: int) -> float:
     for group in optimiser.param_groups:
         group["lr"] = lr_at(step, cfg)
     optimiser.zero_grad(set_to_none=True)
@@ -119,8 +119,8 @@ def train_vq(
         weights = edge_weights(batch, edge_boost)
         rec = torch.mean(weights * (recon - batch) ** 2) / weights.mean()
         loss = rec + losses["vq_loss"] + losses["commit_loss"] + losses["entropy_loss"]
-        _check_finite(loss, "vq", step)
-        _step(vq, optimiser, loss, cfg, step)
+        check_finite(loss, "vq", step)
+        optimiser_step(vq, optimiser, loss, cfg, step)
         usage += torch.bincount(indices.cpu(), minlength=usage.numel())
         if restart_every and (step + 1) % restart_every == 0 and step + 1 < cfg.steps:
             _restart_dead_codes(codebook, usage == 0, z.detach(), picker)
@@ -210,8 +210,8 @@ def train_gpt(
             logits = gpt(conditions(rows), batch)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.reshape(-1),
                                label_smoothing=label_smoothing)
-        _check_finite(loss, "gpt", step)
-        norm = _step(gpt, optimiser, loss, cfg, step)
+        check_finite(loss, "gpt", step)
+        norm = optimiser_step(gpt, optimiser, loss, cfg, step)
         if step >= cfg.steps - max(cfg.steps // 10, 1):
             tail.append(loss.item())
         if on_step is not None:

@@ -54,6 +54,21 @@ def render_sets(cfg: ZooConfig, seed: int, step: Any) -> TrainingSets:
     )
 
 
+def render_class_set(n: int, size: int, seed: int, step: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first n class images of the train split (uint8 NCHW), their labels and a content hash;
+    `step(n)` advances a progress bar by n images."""
+    dataset = class_dataset("train", n, size, seed)
+    scenes = []
+    for i in range(len(dataset)):
+        scenes.append(dataset.scene(i))
+        if i % 256 == 255 or i == len(dataset) - 1:
+            step(i % 256 + 1)
+    images = np.stack([s.image for s in scenes])
+    labels = torch.tensor([int(s.label) for s in scenes])
+    digest = hashlib.sha256(images.tobytes() + labels.numpy().tobytes()).hexdigest()
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, digest
+
+
 class CaptionConditions:
     """Left-padded word-encoder features of the training captions, encoded once per distinct caption."""
 
