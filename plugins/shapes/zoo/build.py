@@ -2,7 +2,8 @@
 
 Stages, each behind a progress bar: render the training sets; train the VQ tokenizer; tokenize
 the sets; train the c2i GPT, the t2i GPTs (plain and label-smoothed) and the under-capacity c2i
-GPTs on the tokens; train the reward and feature networks; measure the quality figures through
+GPTs on the tokens; train `shapes-var` (its own multi-scale VQ-VAE and VAR: var_build.py); train
+the reward and feature networks; measure the quality figures through
 the registered generators' own code path (a CFG sweep). Files are written to a staging folder
 inside the output directory and moved into place only once everything succeeded, manifest last,
 so an interrupted build never leaves a zoo whose files disagree.

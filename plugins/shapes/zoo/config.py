@@ -1,6 +1,7 @@
 """What `vapi-bench zoo build` trains, at which size, for how long: the full and quick presets.
 
-The full preset is sized to finish in about twenty minutes on two CPU threads (20.4 min measured); the
+The full preset is sized to finish in about twenty minutes on two CPU threads (20.4 min measured
+before shapes-var, whose stage takes about 3.5 CPU-minutes more on one thread); the
 quick preset runs the same stages with toy sizes and step counts (for tests, under a minute).
 Every field ends up in the manifest, so a shipped model always says how it was made.
 """
