@@ -329,13 +329,23 @@ def report(
     collect: bool = typer.Option(False, "--collect", help="first copy samples, training logs and provenance from "
                                  "--runs-dir into results/report/<task>/ (commit it to rebuild the page anywhere)"),
     images: int = typer.Option(16, "--images", help="with --collect: samples per grid (same indices for every method)"),
+    results_page: Optional[Path] = typer.Option(
+        None, "--results-page", help="instead: write one Markdown page of every lab table under --results-dir and "
+        "its evidence subfolders (docs/results.md is this, from --results-dir results)"),
 ) -> None:
-    """Build a static page per task: leaderboard, side-by-side samples, training curves, provenance."""
+    """Build a static page per task: verdict panels, side-by-side samples, training curves, leaderboard, provenance."""
     from . import leaderboard as lb
     from . import report as rp
     from .runner import default_results_dir
 
     results_dir = results_dir or default_results_dir(runs_dir)
+    if results_page is not None:
+        from . import store
+        from .report.results_page import render_results_page
+
+        store.atomic_write_text(results_page, render_results_page(results_dir))
+        console.print(f"[green]results page[/green] -> {results_page}")
+        return
     tasks = task or rp.tasks_on_board(results_dir)
     if not tasks:
         raise VapiError(f"No leaderboard CSVs in {results_dir}; run `vapi-bench run` first.")

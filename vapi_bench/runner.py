@@ -345,7 +345,7 @@ class Runner:
             ft_key, ft_summary, reused["finetune"] = self._finetune(generator, method, spec, dataset, progress)
             walls["finetune"] = time.time() - t
             if task is None or ("sample" not in self.req.stages and "score" not in self.req.stages):
-                self._write_run(run_dir, spec, run_id, walls, t_start, {"finetune": ft_key}, [])
+                self._write_run(run_dir, spec, run_id, walls, t_start, {"finetune": ft_key}, [], reused)
                 return RunResult(run_id, run_dir, rows, reused, ft_summary)
             items = task.items(generator, self.req.limit)
             recipes = apply_overrides(task.variants(generator), spec.sampling_overrides)
@@ -369,7 +369,7 @@ class Runner:
                 sample_dirs[rows[-1]["variant"]] = sdir
                 score_dirs[rows[-1]["variant"]] = self.req.runs_dir / "scores" / record["score_key"]
         if self.rank == 0:
-            self._write_run(run_dir, spec, run_id, walls, t_start, keys, rows)
+            self._write_run(run_dir, spec, run_id, walls, t_start, keys, rows, reused)
             if self.req.leaderboard and rows:
                 self._append_leaderboard(spec.task, rows, run_dir)
         return RunResult(run_id, run_dir, rows, reused, ft_summary, task=task, items=items,
@@ -413,9 +413,10 @@ class Runner:
                         for p in params if given[kind].get(p.name, p.default) != p.default)
 
     def _write_run(self, run_dir: Path, spec: RunSpec, run_id: str, walls: dict[str, float], t_start: float,
-                   keys: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+                   keys: dict[str, Any], rows: list[dict[str, Any]], reused: dict[str, bool]) -> None:
         record = {
             "run_id": run_id, "spec": spec.as_dict(), "stage_keys": keys, "wall_seconds": walls,
+            "reused": reused,  # stages taken from the cache: their wall time is the time to check it
             "precision": {"requested": self.req.precision, "resolved": self.precision},
             "total_seconds": time.time() - t_start, "versions": environment_versions(),
             "plugins": self.registry.plugins, "git_commit": git_commit(), "host": socket.gethostname(),
