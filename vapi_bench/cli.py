@@ -189,15 +189,17 @@ def run(
                               seed=s, label="tuned-T", **common) for s in seed]
     results = _execute(requests)
     _print_rows(results)
-    page = _build_report(plan.task, runs_dir, results_dir, quiet) if report and not no_leaderboard else None
-    _print_verdict(results, page, device)
+    verdict = _verdict(results, device)
+    building = report and not no_leaderboard and results_dir is None
+    if verdict is not None and building:
+        _keep_verdict(verdict, results, runs_dir)
+    page = _build_report(plan.task, runs_dir, quiet) if building else None
+    _print_verdict(verdict, page)
 
 
-def _build_report(task: str, runs_dir: Path, results_dir: Optional[Path], quiet: bool) -> Optional[Path]:
-    """The task's page from your own rows (collected from runs_dir); None when the rows went to a
-    results folder you named (the committed evidence is collected only by `report --collect`)."""
-    if results_dir is not None:
-        return None
+def _build_report(task: str, runs_dir: Path, quiet: bool) -> Path:
+    """The task's page from your own rows (<runs-dir>/results, collected from runs_dir). Only for
+    your own folder: the committed evidence is collected only by `report --collect`."""
     from . import leaderboard as lb
     from . import report as rp
     from .runner import default_results_dir
@@ -218,19 +220,41 @@ def _quiet_notes(quiet: bool) -> Iterator[None]:
         yield
 
 
-def _print_verdict(results: list[Any], page: Optional[Path], device: str) -> None:
-    """The verdict lines, when more than one label ran and the task names its headline metric."""
-    from .verdict import compare, labelled_results, verdict_lines
+def _verdict(results: list[Any], device: str) -> Any:
+    """The run's verdict when more than one label ran and the task names its headline metric."""
+    from .verdict import compare, labelled_results
 
     labelled = labelled_results(results)
     task = next((r.task for r in results if r.task is not None), None)
     declared = getattr(task, "key_metrics", ())
     if len({label for label, _ in labelled}) < 2 or not declared:
-        if page is not None:
-            out.print(f"Full report: {page}", highlight=False)
-        return
+        return None
     metric, direction = declared[0]
-    for line in verdict_lines(compare(labelled, metric, direction, device), page):
+    return compare(labelled, metric, direction, device)
+
+
+def _keep_verdict(verdict: Any, results: list[Any], runs_dir: Path) -> None:
+    """Write the verdict as the lab's summary table in your results folder, where the report's
+    verdict panel reads it (lab-<model>-<task>.csv: the latest comparison of that model and task)."""
+    import pandas as pd
+
+    from . import store
+    from .lab.results import lab_paths
+    from .runner import default_results_dir
+    from .verdict import labelled_results, summary_rows
+
+    rows = summary_rows(verdict, labelled_results(results))
+    if rows:
+        path = lab_paths(default_results_dir(runs_dir), str(rows[0]["model"]), verdict.task).summary
+        store.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+def _print_verdict(verdict: Any, page: Optional[Path]) -> None:
+    """The verdict lines, then where the full report is."""
+    from .verdict import verdict_lines
+
+    lines = verdict_lines(verdict, page) if verdict is not None else []
+    for line in lines or ([f"Full report: {page}"] if page is not None else []):
         out.print(line, highlight=False)
 
 

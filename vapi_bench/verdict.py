@@ -187,6 +187,38 @@ def verdict_lines(verdict: Verdict, report: Path | None = None) -> list[str]:
     return lines
 
 
+#: the lab's column names for the references (lab/results.py): delta_<metric>_vs_<name>
+LAB_REFERENCES = {BASE: "none", "sft": "sft", "tuned-T": "tuned_t"}
+
+
+def summary_rows(verdict: Verdict, labelled: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The verdict in the lab's summary format (lab/results.py: one row per label and variant,
+    mean ± std over seeds, delta_<metric>_vs_<ref> with _ci_low/_ci_high and real_vs_<ref>), so the
+    report's verdict panel shows a run's comparison exactly as it shows a lab's."""
+    metric = verdict.comparisons[0].metric if verdict.comparisons else None
+    if metric is None:
+        return []
+    values: dict[tuple[str, str], list[float]] = {}
+    first: dict[str, dict[str, Any]] = {}
+    for label, result in labelled:
+        for row in result.rows:
+            first.setdefault(label, row)
+            if isinstance(row.get(metric), (int, float)):
+                values.setdefault((label, str(row.get("variant"))), []).append(float(row[metric]))
+    rows = []
+    for (label, variant), found in values.items():
+        line: dict[str, Any] = {"model": first[label].get("model"), "task": verdict.task, "label": label,
+                                "variant": variant, "seeds": len(found), f"{metric}_mean": float(np.mean(found)),
+                                f"{metric}_std": float(np.std(found, ddof=1)) if len(found) > 1 else None}
+        for c in verdict.comparisons:
+            if c.label == label and c.variant == variant:
+                name = f"delta_{metric}_vs_{LAB_REFERENCES[c.reference]}"
+                line.update({name: c.delta, f"{name}_ci_low": c.ci_low, f"{name}_ci_high": c.ci_high,
+                             f"real_vs_{LAB_REFERENCES[c.reference]}": c.word != UNRESOLVED})
+        rows.append(line)
+    return rows
+
+
 def labelled_results(results: Sequence[Any]) -> list[tuple[str, Any]]:
     """(label, RunResult) for results with rows, labelled as their rows are."""
     return [(row_label(r.rows[0]), r) for r in results if r.rows]

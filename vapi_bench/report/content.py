@@ -17,7 +17,7 @@ from ..lab.results import summary_tables
 from . import figures
 from .bundle import RECORDS, bundle_dir, load_bundle
 from .directions import directions
-from .panel import Panel, build_panels
+from .panel import Panel, build_panels, table_model
 from .table import Board, build_board, build_summary, main_rows
 
 
@@ -90,9 +90,9 @@ def gather(task: str, results_dir: Path) -> ReportContent:
         run_json={rid: root / RECORDS / f"{rid}.json" for rid in runs if (root / RECORDS / f"{rid}.json").exists()},
         summaries=_summaries(results_dir, task, known, settings),
         notes=notes,
-        panels=[p for _, table in summary_tables(results_dir, task)
-                for p in build_panels(table, known, settings.get(str(table["model"].iloc[0]), "") if "model" in table
-                                      else "")],
+        panels=[p for name, table in summary_tables(results_dir, task)
+                for p in build_panels(table, known, settings.get(table_model(name, table, task), ""),
+                                      table_model(name, table, task))],
         settings=settings,
         directions=known,
     )
@@ -131,7 +131,7 @@ def _summaries(results_dir: Path, task: str, known: dict[str, str],
     intervals, titled by the base model (and its non-default settings) they compare on."""
     titled = []
     for name, table in summary_tables(results_dir, task):
-        model = str(table["model"].iloc[0]) if "model" in table and len(table) else name
+        model = table_model(name, table, task)
         extra = f" ({settings[model]})" if model in settings else ""
         titled.append((f"{model}{extra}: every label, tuned lr, paired differences", build_summary(table, known)))
     return titled

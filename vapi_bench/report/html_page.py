@@ -3,7 +3,8 @@
 Nothing is fetched: the page opens from disk or from any static host. The only links are relative
 ones to the collected run.json files. A few lines of inline JS sort the leaderboard by a clicked
 column (or by `#sort=<column>` in the address, so a sorted view can be linked) and record each
-image's rendered size on the page, which the browser test reads back.
+image's rendered size, and where the verdict panel's title and cells land and in which colours,
+on the page, which the browser test reads back.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ table{border-collapse:collapse;font-size:13px}th,td{padding:4px 6px;border-botto
 table.sortable th{cursor:pointer;background:#f5f5f7;user-select:none;white-space:nowrap}
 table.sortable th[data-dir=asc]::after{content:" ▲"}table.sortable th[data-dir=desc]::after{content:" ▼"}
 td:first-child{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.meta{font-size:11px;min-width:150px;color:#444}td.sig{font-weight:bold}td.sig::after{content:" *"}
-td.better{color:#0a6}td.worse{color:#b00;background:#fdecea}td.worse::after{content:" ✗"}
+td.meta{font-size:11px;min-width:150px;color:#444}td.sig{font-weight:bold}table.sortable td.sig::after{content:" *"}
+td.better{color:#0a6}td.worse{color:#b00;background:#fdecea}table.sortable td.worse::after{content:" ✗"}
 .verdict{border:2px solid #1d1d1f;border-radius:6px;padding:8px 12px;margin:10px 0 16px;display:inline-block;max-width:100%;box-sizing:border-box}
 .verdict h2{margin:2px 0 6px;border:none;font-size:1.1em}.verdict table{font-size:14px}
 .verdict span.word{font-size:11px;display:block}.settings{font-weight:bold;color:#a40}
@@ -62,6 +63,9 @@ window.addEventListener('load',()=>{const m=location.hash.match(/sort=([^&]+)/);
  document.querySelectorAll('img').forEach(img=>{const r=img.getBoundingClientRect();
   img.dataset.renderedWidth=Math.round(r.width);img.dataset.renderedHeight=Math.round(r.height);
   img.dataset.naturalWidth=img.naturalWidth;});
+ document.querySelectorAll('.verdict h2,td[data-verdict]').forEach(el=>{const r=el.getBoundingClientRect();
+  el.dataset.top=Math.round(r.top);el.dataset.bottom=Math.round(r.bottom);el.dataset.right=Math.round(r.right);
+  el.dataset.colour=getComputedStyle(el).color;el.dataset.background=getComputedStyle(el).backgroundColor;});
  document.body.dataset.rendered='true';});
 """
 

@@ -25,6 +25,7 @@ BASELINE_LABELS = ("none", "tuned-T")
 VARIANTS = {"no-cfg": "without CFG", "cfg": "with CFG"}
 SEED_LEVEL = "seed-level paired t interval, Holm-adjusted p < 0.05"
 BOOTSTRAP = "paired bootstrap interval (seeds and samples resampled)"
+ONE_SEED = "paired bootstrap interval over the samples of one seed (seed-to-seed variation not included)"
 
 
 @dataclass
@@ -67,14 +68,22 @@ class Panel:
     settings: str = ""  # the model's non-default settings, e.g. model.head_scale=1.2
 
 
-def build_panels(table: pd.DataFrame, directions: dict[str, str], settings: str = "") -> list[Panel]:
-    """The panels of one lab summary table: one per variant, methods first, baselines after."""
+def table_model(name: str, table: pd.DataFrame, task: str) -> str:
+    """The base model of a lab table: its `model` column, else its file name lab-<model>-<task>.csv."""
+    if "model" in table and len(table) and not pd.isna(table["model"].iloc[0]):
+        return str(table["model"].iloc[0])
+    return name.removeprefix("lab-").removesuffix(f"-{task}.csv")
+
+
+def build_panels(table: pd.DataFrame, directions: dict[str, str], settings: str = "", model: str = "") -> list[Panel]:
+    """The panels of one lab summary table (of base `model`, with its non-default `settings`): one
+    per variant, methods first, baselines after."""
     metric = _metric(table)
     if metric is None or "label" not in table:
         return []
     references = [r for r in REFERENCES if f"delta_{metric}_vs_{r}" in table]
     direction = directions.get(metric)
-    model = str(table["model"].iloc[0]) if "model" in table else ""
+    model = model or table_model("", table, "")
     panels = []
     variants = table["variant"].dropna().unique() if "variant" in table else [None]
     for variant in variants:
@@ -83,7 +92,8 @@ def build_panels(table: pd.DataFrame, directions: dict[str, str], settings: str 
         # VA-π (what the suite is about) first, then the other methods in the table's order, the baselines last
         rows.sort(key=lambda r: (r.label in BASELINE_LABELS, r.label == "none", r.label != "va-pi"))
         kinds = {d.seed_level for r in rows for d in r.deltas.values()}
-        interval = " / ".join(k for k, on in ((SEED_LEVEL, True in kinds), (BOOTSTRAP, False in kinds)) if on)
+        bootstrap = BOOTSTRAP if any(r.seeds != "1" for r in rows) else ONE_SEED
+        interval = " / ".join(k for k, on in ((SEED_LEVEL, True in kinds), (bootstrap, False in kinds)) if on)
         title = f"{model}{' (' + settings + ')' if settings else ''} · {VARIANTS.get(str(variant), str(variant or ''))}"
         panels.append(Panel(title=title, model=model, variant=str(variant or ""), metric=metric, direction=direction,
                             references=references, rows=rows, interval=interval or BOOTSTRAP, settings=settings))

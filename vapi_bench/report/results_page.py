@@ -19,7 +19,7 @@ from .bundle import tasks_on_board
 from .content import model_settings
 from .directions import directions
 from .markdown_page import board_markdown, panel_markdown
-from .panel import build_panels
+from .panel import build_panels, table_model
 from .table import build_board, build_summary, main_rows
 
 SKIPPED = {"report", "superseded"}
@@ -76,8 +76,8 @@ def _task_section(folder: Path, task: str) -> list[str]:
     tables = summary_tables(folder, task)
     lines: list[str] = []
     for name, table in tables:
-        model = str(table["model"].iloc[0]) if "model" in table and len(table) else name
-        for panel in build_panels(table, known, settings.get(model, "")):
+        model = table_model(name, table, task)
+        for panel in build_panels(table, known, settings.get(model, ""), model):
             lines += [line.replace("## ", f"### {task}: ", 1) if line.startswith("## ") else line
                       for line in panel_markdown(panel)]
         lines += [f"<details><summary>{name}: every label, tuned lr, every paired difference</summary>", ""]
