@@ -196,6 +196,8 @@ class Runner:
         barrier()
         mirror = self._training_logger(generator, data, spec, ft_dir)
         ctx = self._ctx(work, progress, ft_dir / "train.jsonl", mirror)
+        if mirror is not None:
+            mirror.begin()
         try:
             summary = method.finetune(generator, data, ctx) or {}
         except KeyboardInterrupt:
