@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the demo: `vapi-bench run` with no options. On the shapes world's
 # head-scaled control (a base with headroom): base vs VA-π vs SFT vs the base at a tuned
-# temperature, then the verdict lines and reports/shapes-fid.html.
+# temperature, then the verdict lines and runs/reports/shapes-fid.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

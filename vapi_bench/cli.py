@@ -167,8 +167,9 @@ def run(
     force: bool = typer.Option(False, "--force", help="recompute every stage"),
     no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to the leaderboard"),
     offline: bool = typer.Option(False, "--offline", help="never touch the network (missing files are named)"),
-    report: bool = typer.Option(True, "--report/--no-report", help="build reports/<task>.html from your rows "
-                                "(only when the rows go to your own results folder, the default)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="after a comparison (two or more methods), "
+                                "build <runs-dir>/reports/<task>.html from your rows (only when they go to your "
+                                "own results folder, the default)"),
     quiet: bool = QuietOpt,
 ) -> None:
     """Fine-tune, sample and score; append the rows to the task's leaderboard; say who wins.
@@ -190,8 +191,9 @@ def run(
     results = _execute(requests)
     _print_rows(results)
     verdict = _verdict(results, device)
-    building = report and not no_leaderboard and results_dir is None
-    if verdict is not None and building:
+    # a comparison's page, in your own folders only: the committed evidence is collected by `report --collect`
+    building = verdict is not None and report and not no_leaderboard and results_dir is None
+    if building:
         _keep_verdict(verdict, results, runs_dir)
     page = _build_report(plan.task, runs_dir, quiet) if building else None
     _print_verdict(verdict, page)
@@ -207,7 +209,7 @@ def _build_report(task: str, runs_dir: Path, quiet: bool) -> Path:
     own = default_results_dir(runs_dir)
     with _quiet_notes(quiet):
         rp.collect(lb.load(own, task), task, runs_dir, own, 12)
-    return rp.write_report(task, own, Path("reports"), "html")
+    return rp.write_report(task, own, Path(runs_dir) / "reports", "html")
 
 
 @contextmanager
