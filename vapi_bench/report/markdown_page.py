@@ -17,7 +17,7 @@ from ..imageio import image_grid
 from .content import GridRow, ReportContent
 from .directions import header
 from .panel import REFERENCES, Panel
-from .table import Board
+from .table import Board, Cell
 
 FRAME = 3
 COLOURS = {True: (46, 158, 68), False: (221, 51, 51), None: (255, 255, 255)}
@@ -89,12 +89,11 @@ def board_markdown(board: Board) -> list[str]:
     return lines + [""]
 
 
-def _mark(cell: object) -> str:
+def _mark(cell: Cell) -> str:
     """A cell's text, a significant difference marked * and, by direction, bold (better) or ✗ (worse)."""
-    text, significant, better = cell.text, cell.significant, cell.better  # type: ignore[attr-defined]
-    if not significant:
-        return text
-    return f"**{text}** *" if better else (f"{text} * ✗" if better is False else f"{text} *")
+    if not cell.significant:
+        return cell.text
+    return f"**{cell.text}** *" if cell.better else (f"{cell.text} * ✗" if cell.better is False else f"{cell.text} *")
 
 
 def _strip(row: GridRow) -> bytes:
