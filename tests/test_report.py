@@ -392,3 +392,12 @@ def test_committed_main_table_has_no_superseded_or_duplicate_row(tmp_path):
     page = parse(text)
     assert len(page.tables["leaderboard"]) == board.groupby(["model", "label", "variant", "config"]).ngroups
     assert not any(f"<td>{c}</td>" in text for c in superseded["config"].dropna())
+
+
+def test_cached_stages_are_marked_in_provenance():
+    from vapi_bench.report.html_page import wall_text
+
+    assert wall_text("sample[cfg=1]", 0.02, {"sample[cfg=1]": True}) == "sample[cfg=1] cached"
+    assert wall_text("sample[cfg=1]", 8.61, {"sample[cfg=1]": False}) == "sample[cfg=1] 8.6s"
+    assert wall_text("score[cfg=1]", 0.001, None) == "score[cfg=1] cached"  # recorded before run.json said so
+    assert wall_text("score[cfg=1]", 3.7, None) == "score[cfg=1] 3.7s"
