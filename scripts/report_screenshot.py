@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results")
     parser.add_argument("--out", type=Path, default=None, help="PNG path (default: docs/report-<task>.png)")
     parser.add_argument("--width", type=int, default=1400)
-    parser.add_argument("--height", type=int, default=2000)
+    parser.add_argument("--height", type=int, default=900, help="the first screen: 900 px")
     args = parser.parse_args()
     out = args.out or ROOT / "docs" / f"report-{args.task}.png"
     with tempfile.TemporaryDirectory() as tmp:

@@ -70,4 +70,4 @@ def test_sample_stage_requires_finetune_first(capsys, tmp_path):
 
 def test_doctor_runs(capsys):
     code, text = _cli(capsys, "doctor")
-    assert code == 0 and "torch" in text and "optional backends" in text
+    assert code == 0 and "torch" in text and "optional pieces" in text

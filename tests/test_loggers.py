@@ -43,8 +43,23 @@ def test_tensorboard_mirrors_train_jsonl_and_logs_sample_grids(tmp_path):
     assert [e.step for e in loss] == [1, 2, 3]
     assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records], rel=1e-6)
     images = events.Images("samples")
-    assert [e.step for e in images] == [2]
+    assert [e.step for e in images] == [0, 2, 3]  # before training, every 2 steps, the last step
     assert images[0].width == 8 * 32 and images[0].height == 32  # 8 preview samples of 32 px in one row
+    config = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "method = sft" in config and "method_params.steps = 3" in config
+
+
+def test_a_short_run_logs_its_config_as_hparams_and_before_after_grids(tmp_path):
+    """The default every-50 preview on a 3-step run: step 0 and the last step, and the hparams."""
+    _, ft_dir = _finetune(tmp_path, "short", logger="tensorboard")
+    events = EventAccumulator(str(ft_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("samples")] == [0, 3]
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert session.hparams["method"].string_value == "sft" and session.hparams["seed"].number_value == 0
 
 
 def test_unknown_logger_is_a_clear_error(tmp_path):
@@ -59,7 +74,7 @@ def test_wandb_offline_run_next_to_train_jsonl(tmp_path, monkeypatch):
     (run,) = (ft_dir / "wandb").glob("offline-run-*")
     assert (run / f"run-{run.name.rsplit('-', 1)[1]}.wandb").stat().st_size > 0
     grids = sorted(p.name.split("_")[1] for p in (run / "files" / "media" / "images").glob("samples_*.png"))
-    assert grids == ["1", "2", "3"]  # a preview grid at every step
+    assert grids == ["0", "1", "2", "3"]  # before training, then a preview grid at every step
     assert len(list(store.read_jsonl(ft_dir / "train.jsonl"))) == 3
 
 

@@ -55,3 +55,25 @@ def test_no_bars_when_stdout_is_not_a_terminal(screen, monkeypatch):
         with progress.stage(bars, "features", 3) as step:
             step(3)
     assert screen.getvalue() == ""
+
+
+def test_cached_stage_closes_its_bar_and_a_resumed_one_stops(screen):
+    with progress.make_progress() as bars:
+        with progress.stage(bars, "sample cfg=1", 1000):
+            pass
+        assert bars.tasks == []  # no bar left at 0/1000 with its clock running
+        with progress.stage(bars, "sample cfg=2", 1000) as step:
+            step(300)  # 700 images were already on disk
+        done = bars.tasks[0]
+        assert done.finished and done.stop_time is not None and done.completed == done.total == 300
+
+
+def test_a_bar_is_readable_at_80_columns():
+    buffer = io.StringIO()
+    bars = progress.Progress(*progress.columns(), console=Console(file=buffer, force_terminal=True, width=80))
+    task = bars.add_task("sample cfg=1", total=1000, rate="123.4 img/s")
+    bars.update(task, advance=500)
+    bars.console.print(bars.get_renderable())
+    lines = [line for line in plain(buffer).splitlines() if line.strip()]
+    assert lines and all(len(line) <= 80 for line in lines)
+    assert "sample cfg=1" in lines[0] and "500/1000" in lines[0] and "123.4 img/s" in lines[0]

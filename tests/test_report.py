@@ -19,7 +19,8 @@ from vapi_bench import store
 from vapi_bench.errors import UsageError
 from vapi_bench.report import collect, write_report
 from vapi_bench.report.browser import dump_dom, find_chromium, screenshot
-from vapi_bench.report.table import build_board
+from vapi_bench.report.panel import SEED_LEVEL, build_panels
+from vapi_bench.report.table import build_board, main_rows
 from vapi_bench.runner import RunRequest, Runner
 
 FID = {"n": "8", "reference_n": "16"}
@@ -251,7 +252,7 @@ def test_lab_summary_with_paired_intervals_gets_its_own_table(lab, tmp_path):
     marked = [("sig" in row[column.index("delta")].get("class", "")) for row in rows]
     assert marked == list(summary["real_vs_none"])
     md = write_report("shapes-fid", tmp_path / "results", tmp_path / "reports", "md").read_text()
-    assert "## Paired differences: lab-shapes-c2i-shapes-fid.csv" in md
+    assert "## shapes-c2i: every label, tuned lr, paired differences" in md
 
 
 def test_metric_against_steps_curve_from_lab_compare(lab, tmp_path):
@@ -298,3 +299,105 @@ def test_page_renders_in_chromium(lab):
 
     with Image.open(shot) as img:
         assert img.size == (1400, 1600) and len(img.convert("L").getcolors(1 << 16) or []) > 50
+
+
+# ---- the first screen: the answer -----------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _lab_table(**extra) -> pd.DataFrame:
+    """A lab summary: va-pi better than the base, cca worse than SFT (both significant)."""
+    rows = [{"model": "m", "task": "shapes-fid", "label": "none", "variant": "no-cfg", "seeds": 3, "fid_mean": 1.0,
+             "fid_std": 0.1},
+            {"model": "m", "task": "shapes-fid", "label": "cca", "variant": "no-cfg", "seeds": 3, "fid_mean": 1.5,
+             "fid_std": 0.1, "delta_fid_vs_none": 0.5, "delta_fid_vs_none_ci_low": 0.2,
+             "delta_fid_vs_none_ci_high": 0.8, "real_vs_none": True},
+            {"model": "m", "task": "shapes-fid", "label": "va-pi", "variant": "no-cfg", "seeds": 3, "fid_mean": 0.6,
+             "fid_std": 0.1, "delta_fid_vs_none": -0.4, "delta_fid_vs_none_ci_low": -0.6,
+             "delta_fid_vs_none_ci_high": -0.2, "real_vs_none": True}]
+    return pd.DataFrame([{**r, **(extra.get(r["label"], {}))} for r in rows])
+
+
+def test_panel_colours_by_direction_and_puts_va_pi_first():
+    panel = build_panels(_lab_table(), {"fid": "lower"})[0]
+    assert [r.label for r in panel.rows] == ["va-pi", "cca", "none"]
+    assert panel.rows[0].deltas["none"].word == "better" and panel.rows[1].deltas["none"].word == "worse"
+    flipped = build_panels(_lab_table(), {"fid": "higher"})[0]  # the same numbers on a higher-is-better metric
+    assert flipped.rows[0].deltas["none"].word == "worse"
+
+
+def test_panel_prefers_the_seed_level_interval_and_holm_decides():
+    """New lab tables: seed-level t interval, and real_vs_* (Holm p < 0.05) must agree."""
+    seed_level = {"va-pi": {"delta_fid_vs_none_t_low": -0.7, "delta_fid_vs_none_t_high": -0.1, "real_vs_none": False},
+                  "cca": {"delta_fid_vs_none_t_low": 0.1, "delta_fid_vs_none_t_high": 0.9, "real_vs_none": True}}
+    panel = build_panels(_lab_table(**seed_level), {"fid": "lower"})[0]
+    va_pi, cca = panel.rows[0].deltas["none"], panel.rows[1].deltas["none"]
+    assert va_pi.seed_level and (va_pi.low, va_pi.high) == (-0.7, -0.1) and va_pi.word == "not resolved at this n"
+    assert cca.word == "worse" and SEED_LEVEL in panel.interval
+
+
+def test_main_table_leaves_out_unrecorded_rows_and_counts_duplicates_once(lab):
+    root, _ = lab
+    df = pd.read_csv(root / "results" / "leaderboard-shapes-fid.csv", dtype={"config": str})
+    twin = df.iloc[[0]].assign(config="0000twin0000", settings="task.cfg=without")  # same values, second hash
+    old = df.iloc[[1]].assign(config=None, run_id="old-run")  # a row from before rows recorded a config
+    main, notes = main_rows(pd.concat([df, twin, old], ignore_index=True))
+    assert len(main) == len(df) and "old-run" not in set(main["run_id"]) and len(notes) == 2
+    assert (main["config"] == "0000twin0000").sum() == 1  # the later of the two is kept
+
+
+def test_worse_and_better_cells_render_differently_and_headers_say_the_direction(lab, tmp_path):
+    root, _ = lab
+    shutil.copytree(root / "results", tmp_path / "results")
+    _lab_table().assign(model="shapes-c2i").to_csv(tmp_path / "results" / "lab-shapes-c2i-shapes-fid.csv", index=False)
+    text = write_report("shapes-fid", tmp_path / "results", tmp_path / "reports", "html").read_text()
+    page = parse(text)
+    verdicts = {a["data-verdict"]: a["class"] for tag, a in page.tags if tag == "td" and "data-verdict" in a}
+    assert "better" in verdicts["better"].split() and "worse" in verdicts["worse"].split()
+    assert text.index("id=\"verdict-0\"") < text.index("<h2>Samples") < text.index("<h2>Leaderboard")
+    assert "fid ↓" in text and "class_accuracy ↑" in text
+
+
+def test_committed_report_opens_on_the_verdict_in_chromium(tmp_path):
+    """The committed bundle: the verdict panel and its first interval in a 1400×900 viewport, a
+    worse-and-significant cell coloured unlike a better one, no superseded or duplicate row."""
+    if find_chromium() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing in CI; .ci/run installs it (apt-get install -y chromium).")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); the browser check needs it.")
+    results = REPO / "results" / "head-scale"
+    html = write_report("shapes-fid", results, tmp_path, "html")
+    page = parse(dump_dom(html, width=1400, height=900))
+    title = next(a for tag, a in page.tags if tag == "h2" and "data-top" in a)
+    cells = [a for tag, a in page.tags if tag == "td" and "data-verdict" in a]
+    first = cells[0]
+    assert int(title["data-bottom"]) <= 900 and int(first["data-bottom"]) <= 900 and int(first["data-right"]) <= 1400
+    colours = {a["data-verdict"]: (a["data-colour"], a["data-background"]) for a in cells}
+    assert colours["worse"] != colours["better"]
+    superseded = pd.read_csv(REPO / "results" / "superseded" / "leaderboard-shapes-fid.csv", dtype=str)
+    board = pd.read_csv(results / "leaderboard-shapes-fid.csv", dtype={"config": str})
+    text = html.read_text()
+    assert not any(f"<td>{c}</td>" in text for c in superseded["config"].dropna())
+    assert len(page.tables["leaderboard"]) == board.groupby(["label", "variant"]).ngroups
+    assert screenshot(html, ARTEFACTS / "report-first-screen.png", height=900).exists()
+
+
+def test_committed_main_table_has_no_superseded_or_duplicate_row(tmp_path):
+    """results/: no withdrawn or duplicate row in the page's leaderboard, and none on the board."""
+    superseded = pd.read_csv(REPO / "results" / "superseded" / "leaderboard-shapes-fid.csv", dtype=str)
+    board = pd.read_csv(REPO / "results" / "leaderboard-shapes-fid.csv", dtype=str)
+    assert board["config"].notna().all() and not (set(board["run_id"]) & set(superseded["run_id"].dropna()))
+    assert main_rows(board)[1] == []  # the committed board itself holds no duplicate
+    text = write_report("shapes-fid", REPO / "results", tmp_path, "html").read_text()
+    page = parse(text)
+    assert len(page.tables["leaderboard"]) == board.groupby(["model", "label", "variant", "config"]).ngroups
+    assert not any(f"<td>{c}</td>" in text for c in superseded["config"].dropna())
+
+
+def test_cached_stages_are_marked_in_provenance():
+    from vapi_bench.report.html_page import wall_text
+
+    assert wall_text("sample[cfg=1]", 0.02, {"sample[cfg=1]": True}) == "sample[cfg=1] cached"
+    assert wall_text("sample[cfg=1]", 8.61, {"sample[cfg=1]": False}) == "sample[cfg=1] 8.6s"
+    assert wall_text("score[cfg=1]", 0.001, None) == "score[cfg=1] cached"  # recorded before run.json said so
+    assert wall_text("score[cfg=1]", 3.7, None) == "score[cfg=1] 3.7s"

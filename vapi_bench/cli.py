@@ -23,10 +23,21 @@ from .errors import Interrupted, UsageError, VapiError, shorten_quoted
 from .params import parse_set_options
 from .progress import console, out
 
-#: the embedded default: the shapes world runs with no options and no downloads
+#: the embedded default: the shapes world runs with no options and no downloads. `vapi-bench run`
+#: with no options is the demo: the head-scaled control (a base with headroom: the calibrated
+#: shapes-c2i has none, so no method could show anything on it), base vs VA-π vs SFT vs the base at
+#: a tuned temperature, without CFG, at the lrs `lab tune` chose for this base on the validation
+#: reference (results/head-scale/lab-shapes-c2i-shapes-fid.csv), then the verdict lines.
 DEFAULT_MODEL = "shapes-c2i"
-DEFAULT_METHODS = ["none", "va-pi"]
+DEFAULT_METHODS = ["none", "va-pi", "sft"]
 DEFAULT_TASK = "shapes-fid"
+DEFAULT_SETS = ["model.head_scale=1.2", "task.cfg=without"]
+#: per-method lrs of the demo, applied to those of its methods that ran
+DEFAULT_METHOD_SETS = {"va-pi": ["va-pi.lr=3e-5"], "sft": ["sft.lr=3e-4"]}
+#: the head-scaled base's best temperature on the validation reference (task.reference_split=val,
+#: seed 0, n=1000: FID 0.68 / 0.30 / 0.36 at T = 0.7 / 0.8 / 0.9; the test-reference sweep in
+#: results/head-scale/temperature-shapes-c2i-shapes-fid.csv agrees: 0.29 at 0.8, 0.89 at 1.0)
+DEFAULT_TUNED_TEMPERATURE = 0.8
 
 KIND_ALIASES = {"models": "generators", "generators": "generators", "methods": "methods", "tasks": "tasks",
                 "scorers": "scorers", "datasets": "datasets", "families": "families", "recipes": "recipes"}
@@ -79,34 +90,29 @@ def _request(**kw: Any) -> Any:
     return RunRequest(overrides=overrides, **kw)
 
 
-def _execute(requests: list[Any]) -> list[dict[str, Any]]:
+def _execute(requests: list[Any]) -> list[Any]:
+    """Run each request; the RunResults in order (the rows, and what the verdict pairs)."""
     from .runner import Runner
 
-    rows: list[dict[str, Any]] = []
+    results = []
     for req in requests:
         result = Runner(req).run()
-        rows.extend(result.rows)
+        results.append(result)
         if result.rows and not req.quiet:
-            console.print(f"[green]run {result.run_id}[/green] -> {result.run_dir / 'run.json'}")
-    return rows
+            console.print(f"[dim]run {result.run_id} -> {result.run_dir / 'run.json'}[/dim]", highlight=False)
+    return results
 
 
-def _print_rows(rows: list[dict[str, Any]]) -> None:
+def _print_rows(results: list[Any]) -> None:
+    """The key-metric table (Δ vs base) of the rows the command produced."""
+    from .run_output import results_table
+
+    rows = [row for result in results for row in result.rows]
     if not rows:
         return
-    from .leaderboard import LEAD_COLUMNS, TAIL_COLUMNS
-
-    metrics = [k for k in rows[0] if k not in LEAD_COLUMNS and k not in TAIL_COLUMNS]
-    for r in rows[1:]:
-        metrics += [k for k in r if k not in metrics and k not in LEAD_COLUMNS and k not in TAIL_COLUMNS]
-    table = Table(title="results", title_justify="left")
-    for col in ["model", "method", "variant", *metrics, "seed"]:
-        table.add_column(col, justify="right" if col in metrics else "left")
-    for r in rows:
-        cells = [str(r.get("model", "")), str(r.get("method", "")), str(r.get("variant", ""))]
-        cells += [_fmt(r.get(m)) for m in metrics] + [str(r.get("seed", ""))]
-        table.add_row(*cells)
-    out.print(table)
+    task = next((r.task for r in results if r.task is not None), None)
+    model = rows[0].get("model", "")
+    out.print(results_table(rows, getattr(task, "key_metrics", ()), title=f"{model} on {rows[0].get('task', '')}"))
 
 
 def _fmt(value: Any) -> str:
@@ -115,12 +121,41 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a `run` invocation runs once the demo's defaults are filled in."""
+
+    model: str
+    methods: list[str]
+    task: str
+    sets: list[str]
+    tuned_temperature: float | None
+    demo: bool
+
+
+def plan_run(model: str | None, methods: list[str], task: str | None, sets: list[str],
+             tuned_temperature: float | None) -> Plan:
+    """The demo when nothing is named (no model, method, task or --set); otherwise what was named,
+    the defaults filling only what was left out (and no demo settings)."""
+    if model is None and not methods and task is None and not sets:
+        demo_sets = DEFAULT_SETS + [s for m in DEFAULT_METHODS for s in DEFAULT_METHOD_SETS.get(m, [])]
+        temperature = DEFAULT_TUNED_TEMPERATURE if tuned_temperature is None else tuned_temperature
+        return Plan(DEFAULT_MODEL, list(DEFAULT_METHODS), DEFAULT_TASK, demo_sets, temperature, True)
+    return Plan(model or DEFAULT_MODEL, list(methods) or ["none", "va-pi"], task or DEFAULT_TASK, list(sets),
+                tuned_temperature, False)
+
+
 @app.command()
 def run(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="generator name (`vapi-bench list models`)"),
-    method: list[str] = typer.Option(DEFAULT_METHODS, "--method", "-a", help="alignment method(s), repeatable"),
-    task: str = typer.Option(DEFAULT_TASK, "--task", "-t", help="evaluation task"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"generator name (`vapi-bench list models`; "
+                                        f"default {DEFAULT_MODEL})"),
+    method: list[str] = typer.Option([], "--method", "-a", help="alignment method(s), repeatable (default none, "
+                                     "va-pi)"),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help=f"evaluation task (default {DEFAULT_TASK})"),
     set_: list[str] = SetOpt,
+    tuned_temperature: Optional[float] = typer.Option(
+        None, "--tuned-temperature", help="also run the base model at this sampling temperature (row 'tuned-T'): "
+        "the control that asks whether sampling colder does as well as fine-tuning"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="local path, URL or hf://repo/file"),
     seed: list[int] = typer.Option([0], "--seed", help="global seed(s), repeatable"),
     runs_dir: Path = RunsDirOpt,
@@ -132,18 +167,97 @@ def run(
     force: bool = typer.Option(False, "--force", help="recompute every stage"),
     no_leaderboard: bool = typer.Option(False, "--no-leaderboard", help="do not append to the leaderboard"),
     offline: bool = typer.Option(False, "--offline", help="never touch the network (missing files are named)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="after a comparison (two or more methods), "
+                                "build <runs-dir>/reports/<task>.html from your rows (only when they go to your "
+                                "own results folder, the default)"),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Fine-tune, sample and score; append the rows to the task's leaderboard."""
+    """Fine-tune, sample and score; append the rows to the task's leaderboard; say who wins.
+
+    With no options: the demo (see DEFAULT_* in vapi_bench/cli.py)."""
     if offline:
         os.environ["VAPI_BENCH_OFFLINE"] = "1"
-    requests = [
-        _request(model=model, method=m, task=task, set_=set_, checkpoint=checkpoint, seed=s, runs_dir=runs_dir,
-                 results_dir=results_dir, limit=limit, device=device, force=force, batch_size=batch_size,
-                 precision=precision, leaderboard=not no_leaderboard, methods=tuple(method), quiet=quiet)
-        for s in seed for m in method
-    ]
-    _print_rows(_execute(requests))
+    plan = plan_run(model, method, task, set_, tuned_temperature)
+    if plan.demo and not quiet:
+        console.print(f"[bold]demo:[/bold] {plan.model} ({' '.join(plan.sets)}): {', '.join(plan.methods)} and the "
+                      f"base at T={plan.tuned_temperature:g} on {plan.task}", highlight=False, soft_wrap=True)
+    common = dict(model=plan.model, task=plan.task, checkpoint=checkpoint, runs_dir=runs_dir, results_dir=results_dir,
+                  limit=limit, device=device, force=force, batch_size=batch_size, precision=precision,
+                  leaderboard=not no_leaderboard, methods=tuple(plan.methods), quiet=quiet)
+    requests = [_request(method=m, set_=plan.sets, seed=s, **common) for s in seed for m in plan.methods]
+    if plan.tuned_temperature is not None:  # the same --set keys (routed as for every method), colder
+        requests += [_request(method="none", set_=[*plan.sets, f"sampling.temperature={plan.tuned_temperature:g}"],
+                              seed=s, label="tuned-T", **common) for s in seed]
+    results = _execute(requests)
+    _print_rows(results)
+    verdict = _verdict(results, device)
+    # a comparison's page, in your own folders only: the committed evidence is collected by `report --collect`
+    building = verdict is not None and report and not no_leaderboard and results_dir is None
+    if building:
+        _keep_verdict(verdict, results, runs_dir)
+    page = _build_report(plan.task, runs_dir, quiet) if building else None
+    _print_verdict(verdict, page)
+
+
+def _build_report(task: str, runs_dir: Path, quiet: bool) -> Path:
+    """The task's page from your own rows (<runs-dir>/results, collected from runs_dir). Only for
+    your own folder: the committed evidence is collected only by `report --collect`."""
+    from . import leaderboard as lb
+    from . import report as rp
+    from .runner import default_results_dir
+
+    own = default_results_dir(runs_dir)
+    with _quiet_notes(quiet):
+        rp.collect(lb.load(own, task), task, runs_dir, own, 12)
+    return rp.write_report(task, own, Path(runs_dir) / "reports", "html")
+
+
+@contextmanager
+def _quiet_notes(quiet: bool) -> Iterator[None]:
+    """Collect's notes (rows from before run ids) are about your older rows, not this run: --quiet hides them."""
+    if not quiet:
+        yield
+        return
+    with console.capture():
+        yield
+
+
+def _verdict(results: list[Any], device: str) -> Any:
+    """The run's verdict when more than one label ran and the task names its headline metric."""
+    from .verdict import compare, labelled_results
+
+    labelled = labelled_results(results)
+    task = next((r.task for r in results if r.task is not None), None)
+    declared = getattr(task, "key_metrics", ())
+    if len({label for label, _ in labelled}) < 2 or not declared:
+        return None
+    metric, direction = declared[0]
+    return compare(labelled, metric, direction, device)
+
+
+def _keep_verdict(verdict: Any, results: list[Any], runs_dir: Path) -> None:
+    """Write the verdict as the lab's summary table in your results folder, where the report's
+    verdict panel reads it (lab-<model>-<task>.csv: the latest comparison of that model and task)."""
+    import pandas as pd
+
+    from . import store
+    from .lab.results import lab_paths
+    from .runner import default_results_dir
+    from .verdict import labelled_results, summary_rows
+
+    rows = summary_rows(verdict, labelled_results(results))
+    if rows:
+        path = lab_paths(default_results_dir(runs_dir), str(rows[0]["model"]), verdict.task).summary
+        store.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+def _print_verdict(verdict: Any, page: Optional[Path]) -> None:
+    """The verdict lines, then where the full report is."""
+    from .verdict import verdict_lines
+
+    lines = verdict_lines(verdict, page) if verdict is not None else []
+    for line in lines or ([f"Full report: {page}"] if page is not None else []):
+        out.print(line, highlight=False)
 
 
 @app.command()
@@ -183,12 +297,12 @@ def _stage_command(stage: str, doc: str) -> None:
         force: bool = typer.Option(False, "--force", help=f"redo the {stage} stage (the others are reused)"),
         quiet: bool = QuietOpt,
     ) -> None:
-        rows = _execute([_request(model=model, method=method, task=task, set_=set_, checkpoint=checkpoint,
+        results = _execute([_request(model=model, method=method, task=task, set_=set_, checkpoint=checkpoint,
                                   seed=seed, runs_dir=runs_dir, results_dir=results_dir, limit=limit,
                                   device=device, batch_size=batch_size, force=force, precision=precision,
                                   stages=("sample",) if stage == "sample" else ("score",),
                                   leaderboard=stage == "score", quiet=quiet)])
-        _print_rows(rows)
+        _print_rows(results)
 
     command.__doc__ = doc
     app.command(stage)(command)
@@ -241,13 +355,23 @@ def report(
     collect: bool = typer.Option(False, "--collect", help="first copy samples, training logs and provenance from "
                                  "--runs-dir into results/report/<task>/ (commit it to rebuild the page anywhere)"),
     images: int = typer.Option(16, "--images", help="with --collect: samples per grid (same indices for every method)"),
+    results_page: Optional[Path] = typer.Option(
+        None, "--results-page", help="instead: write one Markdown page of every lab table under --results-dir and "
+        "its evidence subfolders (docs/results.md is this, from --results-dir results)"),
 ) -> None:
-    """Build a static page per task: leaderboard, side-by-side samples, training curves, provenance."""
+    """Build a static page per task: verdict panels, side-by-side samples, training curves, leaderboard, provenance."""
     from . import leaderboard as lb
     from . import report as rp
     from .runner import default_results_dir
 
     results_dir = results_dir or default_results_dir(runs_dir)
+    if results_page is not None:
+        from . import store
+        from .report.results_page import render_results_page
+
+        store.atomic_write_text(results_page, render_results_page(results_dir))
+        console.print(f"[green]results page[/green] -> {results_page}")
+        return
     tasks = task or rp.tasks_on_board(results_dir)
     if not tasks:
         raise VapiError(f"No leaderboard CSVs in {results_dir}; run `vapi-bench run` first.")

@@ -1,27 +1,63 @@
-"""`vapi-bench doctor`: what is installed, which device is usable, which optional pieces are missing."""
+"""`vapi-bench doctor`: what is installed, which device is usable, which optional pieces are missing.
+
+Every optional piece is named with the commands that need it, so a missing one is found before a
+command fails on it; hard dependencies (pip installed them with vapi-bench) are not listed.
+"""
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import shutil
+from dataclasses import dataclass
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .hashing import environment_versions
+from .report.browser import CANDIDATES
 from .registry import get_registry
 from .weights import cache_dir, is_offline
 
-#: optional backends: (import name, distribution, what it enables, how to get it)
+@dataclass(frozen=True)
+class OptionalPiece:
+    """A piece vapi-bench runs without, and what needs it. `module` is a Python import name, or
+    None for a program found on PATH (`programs`)."""
+
+    name: str
+    module: str | None
+    needed_by: str  # the commands and options that need it
+    how: str
+    programs: tuple[str, ...] = ()
+
+
+#: every optional piece (the hard dependencies in pyproject.toml are not listed: pip installed them)
 OPTIONAL = [
-    ("transformers", "transformers", "Janus-Pro, T5 text encoder, Mask2Former detector, FD_DINOv2, PickScore",
-     "pip install 'vapi-bench[janus]'"),
-    ("open_clip", "open-clip-torch", "GenEval colours, CLIP score, HPS v2", "pip install open-clip-torch"),
-    ("lpips", "lpips", "LPIPS rewards (VGG / AlexNet)", "pip install lpips"),
-    ("torch_fidelity", "torch-fidelity", "Inception features for FID/IS", "pip install torch-fidelity"),
-    ("cleanfid", "clean-fid", "clean-fid metric", "pip install clean-fid"),
-    ("mmdet", "mmdet", "mmdet reference for the GenEval detector (optional)", "see docs/tasks-geneval.md (patched mmcv build)"),
+    OptionalPiece("tensorboard", "tensorboard", "run / finetune / lab with --set logger=tensorboard",
+             "pip install 'vapi-bench[tensorboard]'"),
+    OptionalPiece("wandb", "wandb", "run / finetune / lab with --set logger=wandb", "pip install 'vapi-bench[wandb]'"),
+    OptionalPiece("datasets", "datasets", "--set dataset=imagenet on a Hugging Face `load_from_disk` folder",
+             "pip install 'vapi-bench[hf]'"),
+    OptionalPiece("transformers", "transformers", "-m janus-pro*, -m llamagen-t2i-xl (T5), -t geneval (Mask2Former), "
+             "-t imagenet-fid's fd_dinov2, -s pickscore", "pip install 'vapi-bench[janus]'"),
+    OptionalPiece("Chromium", None, "the browser test of `vapi-bench report` (tests/test_report.py), "
+             "scripts/readme_screenshot.sh", "apt-get install -y chromium", programs=CANDIDATES),
+    OptionalPiece("mmdet", "mmdet", "-t geneval --set detector=mmdet (the reference detector)",
+             "see docs/tasks-geneval.md (patched mmcv build)"),
 ]
+
+
+def installed(piece: OptionalPiece) -> str | None:
+    """The version (or path, for a program) of an optional piece, None when it is missing."""
+    if piece.module is None:
+        return next((path for path in map(shutil.which, piece.programs) if path), None)
+    if importlib.util.find_spec(piece.module) is None:
+        return None
+    try:
+        return importlib.metadata.version(piece.module)
+    except importlib.metadata.PackageNotFoundError:
+        return "installed"
 
 
 def report(console: Console) -> None:
@@ -38,14 +74,13 @@ def report(console: Console) -> None:
     table.add_row("offline mode", "on" if is_offline() else "off")
     console.print(table)
 
-    backends = Table(title="optional backends", title_justify="left")
-    for col in ("package", "status", "enables", "to get it"):
+    backends = Table(title="optional pieces (vapi-bench runs without them)", title_justify="left")
+    for col in ("piece", "status", "needed by", "to get it"):
         backends.add_column(col)
-    for module, dist, enables, how in OPTIONAL:
-        if importlib.util.find_spec(module) is None:
-            backends.add_row(dist, "[red]missing[/red]", enables, how)
-        else:
-            backends.add_row(dist, importlib.metadata.version(dist), enables, "")
+    for piece in OPTIONAL:
+        found = installed(piece)
+        backends.add_row(piece.name, "[yellow]missing[/yellow]" if found is None else escape(found),
+                         escape(piece.needed_by), "" if found else escape(piece.how))  # [extras] are not markup
     console.print(backends)
 
     cached = sorted(p for p in cache_dir().glob("*/*") if p.is_file()) if cache_dir().exists() else []

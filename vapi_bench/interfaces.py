@@ -290,6 +290,10 @@ class SampleItem:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: which way a metric improves
+Direction = Literal["lower", "higher"]
+
+
 @dataclass
 class TaskResult:
     """Metrics of one scored sample set plus optional per-sample records (merged into JSONL)."""
@@ -317,10 +321,15 @@ class Validation:
 class Task(ABC):
     """An evaluation task: what to sample, and how to score a finished sample set.
 
-    `validation` (None: none declared) is the task's validation setting and selection metric."""
+    `validation` (None: none declared) is the task's validation setting and selection metric.
+    `key_metrics` names the few metrics a person reads first, each with its direction ("lower" or
+    "higher" is better), first the headline one: the run's terminal table, its verdict lines and
+    the report's verdict panel show these (and colour a difference by this direction); every other
+    metric stays in the CSV. () = none declared: the table shows the first metrics of the row."""
 
     conditioning: Literal["class", "text"]
     validation: Validation | None = None
+    key_metrics: tuple[tuple[str, Direction], ...] = ()
 
     @abstractmethod
     def items(self, generator: Generator, limit: int | None = None) -> list[SampleItem]:

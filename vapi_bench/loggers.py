@@ -1,9 +1,11 @@
 """Training logs for the dashboards researchers already watch: TensorBoard, Weights & Biases (offline).
 
 train.jsonl stays the source of truth (the report and the lab read it); a logger chosen with
-`--set logger=tensorboard` (or `wandb`) mirrors every per-step record as scalars and, every
-`log_images_every` steps, a grid of samples drawn from fixed conditions and seeds, so the same
-cells change only because the weights did. Logging is not part of a run's identity: it changes no
+`--set logger=tensorboard` (or `wandb`) mirrors every per-step record as scalars, the run's
+config (TensorBoard: as text when it opens and as hparams with the final scalars when it closes)
+and a grid of samples drawn from fixed conditions and seeds at step 0 (the weights the fine-tune
+starts from), every `log_images_every` steps and at the last step, so the same cells change only
+because the weights did and even a 3-step run shows a before and an after. Logging is not part of a run's identity: it changes no
 stage key and, since the preview samples inside a forked RNG, not a single trained weight.
 Each backend is imported only when chosen, so neither is needed otherwise.
 """
@@ -33,12 +35,14 @@ Preview = Callable[[], np.ndarray]
 class TensorBoardLogger:
     """Event files under `log_dir` through torch.utils.tensorboard."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, config: dict[str, Any]) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UsageError("logger=tensorboard needs the tensorboard package: pip install 'vapi-bench[tensorboard]'.") from None
         self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.config = hparams(config)
+        self.writer.add_text("config", "\n".join(f"    {k} = {v}" for k, v in sorted(self.config.items())), 0)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         for key, value in scalars.items():
@@ -47,7 +51,9 @@ class TensorBoardLogger:
     def log_image(self, step: int, grid: np.ndarray) -> None:
         self.writer.add_image("samples", grid, step, dataformats="HWC")
 
-    def close(self) -> None:
+    def close(self, final: dict[str, float]) -> None:
+        """The config as hparams against the final scalars (TensorBoard's HParams tab), in this run's folder."""
+        self.writer.add_hparams(self.config, {f"final/{k}": v for k, v in final.items()}, run_name=".")
         self.writer.close()
 
 
@@ -69,26 +75,58 @@ class WandbLogger:
     def log_image(self, step: int, grid: np.ndarray) -> None:
         self.run.log({"samples": self.wandb.Image(grid)}, step=step)
 
-    def close(self) -> None:
+    def close(self, final: dict[str, float]) -> None:  # wandb keeps the config and the run's summary itself
         self.run.finish()
 
 
+def hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config flattened to the scalar values hparams accept ('method_params.lr': 3e-05);
+    lists and None become text."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
 class TrainingLogger:
-    """Mirrors the training log's records to a backend; every N steps also logs a preview grid."""
+    """Mirrors the training log's records to a backend; logs a preview grid at step 0 (`begin`),
+    every N steps and at the last step (`close`)."""
 
     def __init__(self, backend: Any, preview: Preview | None, every: int) -> None:
         self.backend, self.preview, self.every = backend, preview, every
+        self.last: dict[str, float] = {}
+        self.step: int | None = None  # the last step seen
+        self.drawn: int | None = None  # the last step a preview was drawn at
+
+    def _draw(self, step: int) -> None:
+        if self.preview is not None and self.every > 0 and self.drawn != step:
+            self.backend.log_image(step, self.preview())
+            self.drawn = step
+
+    def begin(self) -> None:
+        """The preview of the weights the fine-tune starts from, as step 0 (before any step runs)."""
+        self._draw(0)
 
     def __call__(self, record: dict[str, Any]) -> None:
         step = int(record.get("step", 0))
         scalars = {k: float(v) for k, v in record.items()
                    if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.backend.log(step, scalars)
-        if self.preview is not None and self.every > 0 and step % self.every == 0:
-            self.backend.log_image(step, self.preview())
+        self.last, self.step = scalars, step
+        if self.every > 0 and step % self.every == 0:
+            self._draw(step)
 
     def close(self) -> None:
-        self.backend.close()
+        """The last step's preview (unless it was just drawn), then the backend's own closing."""
+        if self.step is not None:
+            self._draw(self.step)
+        self.backend.close(self.last)
 
 
 def open_logger(options: dict[str, Any], directory: Path, name: str, config: dict[str, Any],
@@ -97,7 +135,7 @@ def open_logger(options: dict[str, Any], directory: Path, name: str, config: dic
     kind = options.get("logger", "jsonl")
     if kind == "jsonl":
         return None
-    backend = (TensorBoardLogger(directory / "tensorboard") if kind == "tensorboard"
+    backend = (TensorBoardLogger(directory / "tensorboard", config) if kind == "tensorboard"
                else WandbLogger(directory, name, config))
     return TrainingLogger(backend, preview, int(options.get("log_images_every", 0)))
 

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 console = Console(stderr=True)  # progress, notes and errors
 out = Console(width=None if sys.stdout.isatty() else 160)  # results: tables a user may redirect
@@ -23,20 +22,16 @@ def interactive() -> bool:
     return sys.stdout.isatty() and console.is_terminal
 
 
+def columns() -> tuple:
+    """The bar's columns, sized to fit 80: description, a 20-wide bar, done/total, rate, ETA (the
+    percentage and the elapsed time say nothing the count and the ETA do not)."""
+    return (TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(compact=True))
+
+
 def make_progress(disable: bool = False) -> Progress:
     """The shared bar display; disabled under `disable` (--quiet) or when not interactive."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=disable or not interactive(),
-        transient=False,
-    )
+    return Progress(*columns(), console=console, disable=disable or not interactive(), transient=False)
 
 
 def add_task(progress: Progress | None, description: str, total: int | None) -> int | None:
@@ -60,8 +55,10 @@ def summary(progress: Progress | None, text: str) -> None:
 
 @contextmanager
 def stage(progress: Progress | None, description: str, total: int | None, unit: str = "img") -> Iterator[Callable[[int], None]]:
-    """A bar for one stage; yields `step(n)`, which advances it with the running rate; on a normal
-    exit prints '<description>: N <unit> in S s (R <unit>/s)' (or ': cached' when nothing was done)."""
+    """A bar for one stage; yields `step(n)`, which advances it with the running rate. On a normal
+    exit the bar closes — removed when nothing was done (a cached stage), else stopped at what was
+    done (a resumed stage does less than its total) — and a line says
+    '<description>: N <unit> in S s (R <unit>/s)', or ': cached'."""
     task = add_task(progress, description, total)
     start, done = time.perf_counter(), [0]
 
@@ -71,6 +68,12 @@ def stage(progress: Progress | None, description: str, total: int | None, unit: 
 
     yield step
     seconds = time.perf_counter() - start
+    if progress is not None and task is not None:  # close the bar: an unfinished one would tick on
+        if not done[0]:
+            progress.remove_task(task)
+        else:
+            progress.update(task, total=done[0], completed=done[0])
+            progress.stop_task(task)
     if not done[0]:
         summary(progress, f"{description}: cached")
         return

@@ -38,6 +38,9 @@ class RunRequest:
     #: every method of this invocation (`run -a none -a sft -a va-pi`): --set keys are validated
     #: against all of them and routed to each that declares them; () = just `method`
     methods: tuple[str, ...] = ()
+    #: the row's name on the board when one method appears twice in a comparison (e.g. "tuned-T":
+    #: the base at another sampling temperature); "" = the method's name
+    label: str = ""
 
 
 @dataclass
@@ -47,6 +50,12 @@ class RunResult:
     rows: list[dict[str, Any]]
     reused: dict[str, bool]
     finetune_summary: dict[str, Any] = field(default_factory=dict)
+    #: what the verdict needs to pair samples across runs: the task, its items, and each scored
+    #: variant's sample folder (row i of every run is item i under the same seed)
+    task: Any = None
+    items: list[Any] = field(default_factory=list)
+    sample_dirs: dict[str, Path] = field(default_factory=dict)
+    score_dirs: dict[str, Path] = field(default_factory=dict)
 
 
 def default_results_dir(runs_dir: Path) -> Path:

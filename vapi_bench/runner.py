@@ -197,6 +197,8 @@ class Runner:
         barrier()
         mirror = self._training_logger(generator, data, spec, ft_dir)
         ctx = self._ctx(work, progress, ft_dir / "train.jsonl", mirror)
+        if mirror is not None:
+            mirror.begin()
         try:
             summary = method.finetune(generator, data, ctx) or {}
         except KeyboardInterrupt:
@@ -346,11 +348,13 @@ class Runner:
             ft_key, ft_summary, reused["finetune"] = self._finetune(generator, method, spec, dataset, progress)
             walls["finetune"] = time.time() - t
             if task is None or ("sample" not in self.req.stages and "score" not in self.req.stages):
-                self._write_run(run_dir, spec, run_id, walls, t_start, {"finetune": ft_key}, [])
+                self._write_run(run_dir, spec, run_id, walls, t_start, {"finetune": ft_key}, [], reused)
                 return RunResult(run_id, run_dir, rows, reused, ft_summary)
             items = task.items(generator, self.req.limit)
             recipes = apply_overrides(task.variants(generator), spec.sampling_overrides)
             keys: dict[str, Any] = {"finetune": ft_key, "variants": []}
+            sample_dirs: dict[str, Path] = {}
+            score_dirs: dict[str, Path] = {}
             for recipe in recipes:
                 t = time.time()
                 skey, sdir, reused_s = self._sample(generator, task, items, recipe, ft_key, spec, progress)
@@ -365,11 +369,14 @@ class Runner:
                 reused[f"score[cfg={recipe.cfg_scale:g}]"] = reused_c
                 keys["variants"].append({"sample": skey, "score": record["score_key"]})
                 rows.append(self._row(spec, recipe, record, ft_summary, len(items), run_id))
+                sample_dirs[rows[-1]["variant"]] = sdir
+                score_dirs[rows[-1]["variant"]] = self.req.runs_dir / "scores" / record["score_key"]
         if self.rank == 0:
-            self._write_run(run_dir, spec, run_id, walls, t_start, keys, rows)
+            self._write_run(run_dir, spec, run_id, walls, t_start, keys, rows, reused)
             if self.req.leaderboard and rows:
                 self._append_leaderboard(spec.task, rows, run_dir)
-        return RunResult(run_id, run_dir, rows, reused, ft_summary)
+        return RunResult(run_id, run_dir, rows, reused, ft_summary, task=task, items=items,
+                         sample_dirs=sample_dirs, score_dirs=score_dirs)
 
     def _append_leaderboard(self, task: str, rows: list[dict[str, Any]], run_dir: Path) -> None:
         """Append the rows; if the board cannot be written, say where the rows are kept."""
@@ -390,7 +397,8 @@ class Runner:
         variant = "cfg" if recipe.cfg_scale != 1.0 else "no-cfg"
         trained = ft_summary.get("params", {}) if isinstance(ft_summary.get("params"), dict) else {}
         return {
-            "model": spec.model, "method": spec.method, "task": spec.task, "variant": variant,
+            "model": spec.model, "method": spec.method, **({"label": self.req.label} if self.req.label else {}),
+            "task": spec.task, "variant": variant,
             **{k: v for k, v in record["metrics"].items()},
             "config": config_identity(spec, recipe), "settings": self._settings(spec),
             **({"lr": trained["lr"]} if "lr" in trained else {}),
@@ -408,9 +416,10 @@ class Runner:
                         for p in params if given[kind].get(p.name, p.default) != p.default)
 
     def _write_run(self, run_dir: Path, spec: RunSpec, run_id: str, walls: dict[str, float], t_start: float,
-                   keys: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+                   keys: dict[str, Any], rows: list[dict[str, Any]], reused: dict[str, bool]) -> None:
         record = {
             "run_id": run_id, "spec": spec.as_dict(), "stage_keys": keys, "wall_seconds": walls,
+            "reused": reused,  # stages taken from the cache: their wall time is the time to check it
             "precision": {"requested": self.req.precision, "resolved": self.precision},
             "total_seconds": time.time() - t_start, "versions": environment_versions(),
             "plugins": self.registry.plugins, "git_commit": git_commit(), "host": socket.gethostname(),

@@ -135,6 +135,9 @@ class DrawBenchTask(Task):
             "hps": ("hpsv2" if hps_version == "v2.0" else "hpsv2.1", {"weights": hps_weights}),
         }
         self._prompts: list[dict[str, str]] | None = None
+        # both columns are scores where higher is better; named as score() names them
+        self.key_metrics = tuple(("clip_score" if m == "clip" else self.scorer_params[m][0], "higher")
+                                 for m in self.metrics)
 
     def requirements(self) -> list[WeightRequirement]:
         """Files `vapi-bench prepare` should fetch: the prompt CSV and each chosen scorer's weights."""

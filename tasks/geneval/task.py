@@ -65,6 +65,7 @@ GENEVAL_PARAMS: tuple[Param, ...] = (
 
 class GenEvalTask(layout.GenEvalLayoutTask):
     conditioning = "text"
+    key_metrics = (("overall", "higher"), ("correct_images", "higher"))
 
     def __init__(
         self,

@@ -68,6 +68,7 @@ class ImageNetFIDTask(Task):
     """FID / sFID / IS / precision / recall on class-conditional samples (see module docstring)."""
 
     conditioning = "class"
+    key_metrics = (("fid", "lower"), ("sfid", "lower"), ("inception_score", "higher"))
 
     def __init__(
         self,

@@ -60,6 +60,7 @@ class ShapesFIDTask(Task):
     #: `lab tune` chooses on the validation reference, without CFG, by the lowest FID
     validation = Validation(overrides={"task.reference_split": "val", "task.cfg": "without"}, metric="fid",
                             mode="min", variant="no-cfg")
+    key_metrics = (("fid", "lower"), ("class_accuracy", "higher"), ("inception_score", "higher"))
 
     def __init__(self, n: int = 1000, reference_n: int = 5000, reference_seed: int = 0, reference_split: str = "ref",
                  cfg: str = "both", featnet: str = "", split_size: int = 5000, kid_subsets: int = 100,

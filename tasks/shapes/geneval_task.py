@@ -109,6 +109,7 @@ class ShapesGenEvalTask(layout.GenEvalLayoutTask):
     #: `lab tune` chooses on the val prompts by the highest overall, reading the task's one row:
     #: the generator's default recipe (with CFG for shapes-t2i, as GenEval is reported in the paper)
     validation = Validation(overrides={"task.split": "val"}, metric="overall", mode="max")
+    key_metrics = (("overall", "higher"), ("correct_images", "higher"))
 
     def __init__(self, tags: str = "", images_per_prompt: int = 4, prompts_per_tag: int = 100,
                  prompt_seed: int = 43, position_threshold: float = 0.1, split: str = "test") -> None:

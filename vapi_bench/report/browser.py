@@ -38,10 +38,11 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return result
 
 
-def dump_dom(page: Path, fragment: str = "", timeout: float = 120) -> str:
-    """The page's DOM after its load handlers ran (`fragment` e.g. 'sort=fid' is appended as #...)."""
+def dump_dom(page: Path, fragment: str = "", timeout: float = 120, width: int = 1400, height: int = 900) -> str:
+    """The page's DOM after its load handlers ran in a width × height viewport (`fragment` e.g.
+    'sort=fid' is appended as #...)."""
     url = Path(page).resolve().as_uri() + (f"#{fragment}" if fragment else "")
-    return _run(["--dump-dom", url], timeout).stdout
+    return _run([f"--window-size={width},{height}", "--dump-dom", url], timeout).stdout
 
 
 def screenshot(page: Path, png: Path, width: int = 1400, height: int = 2400, timeout: float = 120) -> Path:

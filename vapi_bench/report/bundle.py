@@ -37,7 +37,7 @@ RECORDS = "run-records"
 #: run.json fields the page shows (the rest, e.g. the per-row results, is in the CSV already)
 RECIPE_KEYS = ("cfg_scale", "temperature", "top_k", "top_p")
 PROVENANCE_KEYS = ("run_id", "spec", "stage_keys", "versions", "git_commit", "host", "platform", "device",
-                   "device_name", "world_size", "wall_seconds", "total_seconds", "seed_policy")
+                   "device_name", "world_size", "wall_seconds", "reused", "total_seconds", "seed_policy")
 
 
 def bundle_dir(results_dir: Path, task: str) -> Path:

@@ -16,7 +16,9 @@ from ..errors import UsageError
 from ..lab.results import summary_tables
 from . import figures
 from .bundle import RECORDS, bundle_dir, load_bundle
-from .table import Board, build_board, build_summary
+from .directions import directions
+from .panel import Panel, build_panels, table_model
+from .table import Board, build_board, build_summary, main_rows
 
 
 @dataclass
@@ -50,6 +52,9 @@ class ReportContent:
     run_json: dict[str, Path]  # run_id -> the collected run.json
     summaries: list[tuple[str, Board]] = field(default_factory=list)  # the lab's aggregated tables (CIs)
     notes: list[str] = field(default_factory=list)
+    panels: list[Panel] = field(default_factory=list)  # the verdict panels: the page's first screen
+    settings: dict[str, str] = field(default_factory=dict)  # model -> its non-default settings
+    directions: dict[str, str] = field(default_factory=dict)  # metric -> lower | higher
 
 
 def gather(task: str, results_dir: Path) -> ReportContent:
@@ -59,9 +64,9 @@ def gather(task: str, results_dir: Path) -> ReportContent:
     if df.empty:
         raise UsageError(f"No leaderboard rows for task '{task}' in {results_dir}; run `vapi-bench run -t {task}` "
                          "or `vapi-bench lab compare` first.")
+    df, notes = main_rows(df)
     bundle = load_bundle(results_dir, task)
-    runs = bundle.get("runs", {})
-    notes = []
+    runs = {rid: run for rid, run in bundle.get("runs", {}).items() if _on_board(df, rid)}
     if not bundle.get("grids"):
         notes.append(f"No samples, training curves or provenance collected for '{task}' yet: run "
                      f"`vapi-bench report -t {task} --collect` where its runs/ directory is.")
@@ -72,23 +77,64 @@ def gather(task: str, results_dir: Path) -> ReportContent:
         notes.append(f"{len(missing)} leaderboard run(s) have no collected provenance or samples ({shown}); "
                      f"collect again where they were made.")
     root = bundle_dir(results_dir, task)
+    known = directions(task)
+    settings = model_settings(df)
+    labels = _labels(df)
     return ReportContent(
         task=task,
-        board=build_board(df, budgets=_budgets(bundle)),
-        grids=_grids(bundle, root),
-        training=_training(bundle),
+        board=build_board(df, budgets=_budgets(bundle), directions=known),
+        grids=_grids(bundle, root, labels, set(runs)),
+        training=_training(bundle, labels, set(runs)),
         curves=_curves(results_dir, task),
         runs=runs,
         run_json={rid: root / RECORDS / f"{rid}.json" for rid in runs if (root / RECORDS / f"{rid}.json").exists()},
-        summaries=_summaries(results_dir, task),
+        summaries=_summaries(results_dir, task, known, settings),
         notes=notes,
+        panels=[p for name, table in summary_tables(results_dir, task)
+                for p in build_panels(table, known, settings.get(table_model(name, table, task), ""),
+                                      table_model(name, table, task))],
+        settings=settings,
+        directions=known,
     )
 
 
-def _summaries(results_dir: Path, task: str) -> list[tuple[str, Board]]:
+def _on_board(df: pd.DataFrame, run_id: str) -> bool:
+    """Whether a collected run still has a row in the main table (superseded runs are left out)."""
+    return "run_id" not in df or bool((df["run_id"].astype(str) == run_id).any())
+
+
+def model_settings(df: pd.DataFrame) -> dict[str, str]:
+    """model -> the `model.*` settings its rows ran with that are not the model's defaults (e.g.
+    'model.head_scale=1.2': the head-scaled control is another base and the page must say so)."""
+    if "settings" not in df:
+        return {}
+    found: dict[str, list[str]] = {}
+    for model, settings in zip(df["model"], df["settings"].fillna("")):
+        for token in str(settings).split():
+            if token.startswith("model.") and token not in found.setdefault(str(model), []):
+                found[str(model)].append(token)
+    return {model: " ".join(tokens) for model, tokens in found.items() if tokens}
+
+
+def _labels(df: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(run_id, variant) -> the row's label (the lab's name: 'va-pi:reward-only', 'T-control:sft')."""
+    if "run_id" not in df or "label" not in df:
+        return {}
+    return {(str(r), str(v)): str(label) for r, v, label in zip(df["run_id"], df["variant"], df["label"])
+            if not pd.isna(label)}
+
+
+def _summaries(results_dir: Path, task: str, known: dict[str, str],
+               settings: dict[str, str]) -> list[tuple[str, Board]]:
     """`lab tune`'s per-method tables (results/lab-<model>-<task>.csv): tuned lr, mean ± std and
-    the paired differences against the base, SFT and the temperature control with their intervals."""
-    return [(name, build_summary(table)) for name, table in summary_tables(results_dir, task)]
+    the paired differences against the base, SFT and the temperature controls with their
+    intervals, titled by the base model (and its non-default settings) they compare on."""
+    titled = []
+    for name, table in summary_tables(results_dir, task):
+        model = table_model(name, table, task)
+        extra = f" ({settings[model]})" if model in settings else ""
+        titled.append((f"{model}{extra}: every label, tuned lr, paired differences", build_summary(table, known)))
+    return titled
 
 
 def finetune_budget(spec: dict[str, Any], steps: list[dict[str, float]]) -> str:
@@ -119,11 +165,16 @@ def _budgets(bundle: dict[str, Any]) -> dict[str, str]:
             for rid, run in bundle.get("runs", {}).items()}
 
 
-def _grids(bundle: dict[str, Any], root: Path) -> dict[str, list[GridRow]]:
+def _grids(bundle: dict[str, Any], root: Path, labels: dict[tuple[str, str], str],
+           runs: set[str]) -> dict[str, list[GridRow]]:
+    """Per variant, one row per collected run on the board, named by its label (a T-control and
+    the base differ by their label, not only by a hash), then its method if that differs."""
     grids: dict[str, list[GridRow]] = {}
-    for grid in bundle.get("grids", []):
-        label = " · ".join(dict.fromkeys(str(grid[k]) for k in ("method", "label", "config") if grid.get(k)))
-        models = {g.get("model") for g in bundle["grids"]}
+    shown = [g for g in bundle.get("grids", []) if not runs or g["run_id"] in runs]
+    models = {g.get("model") for g in shown}
+    for grid in shown:
+        label = labels.get((str(grid["run_id"]), str(grid["variant"])), grid.get("label") or grid.get("method"))
+        label = " · ".join(dict.fromkeys(str(x) for x in (label, grid.get("method")) if x))
         if len(models) > 1:
             label = f"{grid['model']} · {label}"
         cells = [{**{k: v for k, v in cell.items() if k != "image"}, "png": (root / cell["image"]).read_bytes()}
@@ -134,12 +185,25 @@ def _grids(bundle: dict[str, Any], root: Path) -> dict[str, list[GridRow]]:
     return grids
 
 
-def _training(bundle: dict[str, Any]) -> list[Figure]:
-    by_method: dict[str, list[dict[str, Any]]] = {}
+def _training(bundle: dict[str, Any], labels: dict[tuple[str, str], str], runs: set[str]) -> list[Figure]:
+    """One figure per base × label (the lab's variants of one method apart), a line per seed."""
+    by_label: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for log in bundle.get("training", []):
-        by_method.setdefault(str(log["method"]), []).append(log)
-    return [Figure(f"training: {method}", f"training-{method}", figures.training_figure(method, logs))
-            for method, logs in by_method.items()]
+        if runs and log.get("run_id") not in runs:
+            continue
+        label = next((v for (rid, _), v in labels.items() if rid == log.get("run_id")), str(log["method"]))
+        by_label.setdefault((str(log.get("model")), label), []).append({**log, "label": label})
+    several = len({model for model, _ in by_label}) > 1
+    return [Figure(f"training: {label}" + (f" on {model}" if several else ""),
+                   _figure_name(model, label, several),
+                   figures.training_figure(f"{label} on {model}", logs))
+            for (model, label), logs in by_label.items()]
+
+
+def _figure_name(model: str, label: str, several: bool) -> str:
+    """A file stem for the figure: training-<label> (with the model when the page has several)."""
+    stem = f"training-{model}-{label}" if several else f"training-{label}"
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem)
 
 
 def _curves(results_dir: Path, task: str) -> list[Figure]:

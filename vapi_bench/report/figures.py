@@ -46,7 +46,7 @@ def curve_keys(logs: list[dict[str, Any]]) -> list[str]:
 
 
 def training_figure(method: str, logs: list[dict[str, Any]]) -> bytes:
-    """One panel per metric; one line per run (seed) of `method`."""
+    """One panel per metric; one line per run of `method` (a label and model), named by label and seed."""
     plt = _pyplot()
     keys = curve_keys(logs)
     cols = min(4, max(len(keys), 1))
@@ -56,7 +56,7 @@ def training_figure(method: str, logs: list[dict[str, Any]]) -> bytes:
         for log in logs:
             points = [(s["step"], s[key]) for s in log["steps"] if key in s and "step" in s]
             if points:
-                ax.plot(*zip(*points), label=f"seed {log['seed']}", linewidth=1.2)
+                ax.plot(*zip(*points), label=f"{log.get('label', log['method'])} seed {log['seed']}", linewidth=1.2)
         ax.set_title(key, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("step", fontsize=7)

@@ -3,7 +3,8 @@
 Nothing is fetched: the page opens from disk or from any static host. The only links are relative
 ones to the collected run.json files. A few lines of inline JS sort the leaderboard by a clicked
 column (or by `#sort=<column>` in the address, so a sorted view can be linked) and record each
-image's rendered size on the page, which the browser test reads back.
+image's rendered size, and where the verdict panel's title and cells land and in which colours,
+on the page, which the browser test reads back.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .content import Figure, GridRow, ReportContent
+from .directions import header
+from .panel import REFERENCES, Panel
 from .table import Board, recipe_text
 
 #: long descriptive columns, set small so the metrics keep the width
@@ -26,7 +29,11 @@ table{border-collapse:collapse;font-size:13px}th,td{padding:4px 6px;border-botto
 table.sortable th{cursor:pointer;background:#f5f5f7;user-select:none;white-space:nowrap}
 table.sortable th[data-dir=asc]::after{content:" ▲"}table.sortable th[data-dir=desc]::after{content:" ▼"}
 td:first-child{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.meta{font-size:11px;min-width:150px;color:#444}td.sig{font-weight:bold;color:#0a6}td.sig::after{content:" *"}
+td.meta{font-size:11px;min-width:150px;color:#444}td.sig{font-weight:bold}table.sortable td.sig::after{content:" *"}
+td.better{color:#0a6}td.worse{color:#b00;background:#fdecea}table.sortable td.worse::after{content:" ✗"}
+.verdict{border:2px solid #1d1d1f;border-radius:6px;padding:8px 12px;margin:10px 0 16px;display:inline-block;max-width:100%;box-sizing:border-box}
+.verdict h2{margin:2px 0 6px;border:none;font-size:1.1em}.verdict table{font-size:14px}
+.verdict span.word{font-size:11px;display:block}.settings{font-weight:bold;color:#a40}
 .note{background:#fff8e1;border-left:4px solid #f5a623;padding:6px 10px;margin:8px 0}
 table.grid td{vertical-align:top;border:none;padding:2px}table.grid th{font-weight:normal;font-size:11px;
 max-width:70px;overflow-wrap:anywhere;vertical-align:bottom;background:none;border:none}
@@ -56,6 +63,9 @@ window.addEventListener('load',()=>{const m=location.hash.match(/sort=([^&]+)/);
  document.querySelectorAll('img').forEach(img=>{const r=img.getBoundingClientRect();
   img.dataset.renderedWidth=Math.round(r.width);img.dataset.renderedHeight=Math.round(r.height);
   img.dataset.naturalWidth=img.naturalWidth;});
+ document.querySelectorAll('.verdict h2,td[data-verdict]').forEach(el=>{const r=el.getBoundingClientRect();
+  el.dataset.top=Math.round(r.top);el.dataset.bottom=Math.round(r.bottom);el.dataset.right=Math.round(r.right);
+  el.dataset.colour=getComputedStyle(el).color;el.dataset.background=getComputedStyle(el).backgroundColor;});
  document.body.dataset.rendered='true';});
 """
 
@@ -69,21 +79,59 @@ def render_html(content: ReportContent, page_path: Path) -> str:
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<meta name=\"viewport\" content=\"width=device-width\">"
              f"<title>vapi-bench report: {escape(content.task)}</title><style>{STYLE}</style></head><body>",
-             f"<h1>vapi-bench report: {escape(content.task)}</h1>"]
-    parts += [f"<p class=\"note\">{escape(note)}</p>" for note in content.notes]
-    parts.append(_leaderboard(content.board))
-    parts += [_table(f"Paired differences: {name}", board, f"summary-{i}",
-                     "The lab's tuned comparison: mean ± std over seeds and each paired difference with its 95% "
-                     "bootstrap interval; * marks an interval that excludes 0 (a real difference).")
-              for i, (name, board) in enumerate(content.summaries)]
+             f"<h1>{escape(content.task)}: who wins, by how much, how sure</h1>"]
+    parts += [f"<p class=\"settings\">{escape(model)} runs with non-default model settings: {escape(settings)}"
+              f"{escape(SETTING_NOTES.get(settings.split('=')[0], ''))}.</p>" for model, settings in content.settings.items()]
+    parts += [_panel(panel, i) for i, panel in enumerate(content.panels)]
     parts.append(_grids(content.grids))
     parts.append(_figures("Training curves", "training", content.training,
                           "No fine-tuned run collected (the base model has no training log)."))
     if content.curves:
         parts.append(_figures("Metric against fine-tune steps", "curves", content.curves, ""))
+    parts += [f"<p class=\"note\">{escape(note)}</p>" for note in content.notes]
+    parts.append(_leaderboard(content.board))
+    parts += [_table(name, board, f"summary-{i}",
+                     "The lab's tuned comparison: mean ± std over seeds and each paired difference with its 95% "
+                     "interval; * marks an interval that excludes 0, green when it is an improvement by the "
+                     "metric's direction (↓ lower / ↑ higher is better), red ✗ when it is worse.")
+              for i, (name, board) in enumerate(content.summaries)]
     parts.append(_provenance(content, page_path))
     parts.append(f"<script>{SCRIPT}</script></body></html>\n")
     return "\n".join(parts)
+
+
+#: what a non-default model setting means, said next to it
+SETTING_NOTES = {"model.head_scale": " (the head-scaled control: the base's output logits scaled, a base with headroom "
+                                     "that the calibrated model lacks)"}
+
+
+def _panel(panel: Panel, index: int) -> str:
+    """One verdict box: per method its value and each difference with interval and word."""
+    arrow = {"lower": "↓", "higher": "↑"}.get(panel.direction or "", "")
+    better = {"lower": "lower is better", "higher": "higher is better"}.get(panel.direction or "", "")
+    head = (f"<th data-col=\"label\">method</th><th data-col=\"{escape(panel.metric)}\">{escape(panel.metric)} {arrow} "
+            f"(mean ± sd)</th>")
+    head += "".join(f"<th data-col=\"vs-{ref}\">Δ {escape(panel.metric)} {arrow} vs {escape(REFERENCES[ref])}</th>"
+                    for ref in panel.references)
+    head += "<th data-col=\"seeds\">seeds</th>"
+    body = []
+    for row in panel.rows:
+        cells = [f"<td><b>{escape(row.label)}</b></td>", f"<td class=\"num\">{escape(row.value)}</td>"]
+        for ref in panel.references:
+            delta = row.deltas.get(ref)
+            if delta is None:
+                cells.append("<td></td>")
+                continue
+            kind = {"better": " sig better", "worse": " sig worse"}.get(delta.word, "")
+            cells.append(f"<td class=\"num{kind}\" data-verdict=\"{escape(delta.word)}\">{escape(delta.text)}"
+                         f"<span class=\"word\"> {escape(delta.word)}</span></td>")
+        cells.append(f"<td class=\"num\">{escape(row.seeds)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    legend = (f"{panel.metric}: {better}. Δ = method − reference, mean over seeds, with its 95% {panel.interval}; "
+              "better / worse only when the interval excludes 0, else not resolved at this number of seeds.")
+    return (f"<section class=\"verdict\" id=\"verdict-{index}\"><h2>{escape(panel.title)}</h2>"
+            f"<table id=\"panel-{index}\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f"<p class=\"muted\">{escape(legend)}</p></section>")
 
 
 def _leaderboard(board: Board) -> str:
@@ -96,7 +144,7 @@ def _leaderboard(board: Board) -> str:
 
 
 def _table(title: str, board: Board, table_id: str, legend: str) -> str:
-    head = "".join(f"<th data-col=\"{escape(c)}\">{escape(c)}</th>" for c in board.columns)
+    head = "".join(f"<th data-col=\"{escape(c)}\">{escape(header(c, board.directions))}</th>" for c in board.columns)
     body = []
     for row in board.rows:
         cells = []
@@ -105,7 +153,7 @@ def _table(title: str, board: Board, table_id: str, legend: str) -> str:
             attrs = f" data-sort=\"{cell.sort!r}\"" if cell.sort is not None else ""
             classes = ["num"] if cell.sort is not None else ["meta"] if col in META_COLUMNS else []
             if cell.significant:
-                classes.append("sig")
+                classes += ["sig"] + ([] if cell.better is None else ["better" if cell.better else "worse"])
             if classes:
                 attrs += f" class=\"{' '.join(classes)}\""
             cells.append(f"<td{attrs}>{escape(cell.text)}</td>")
@@ -154,6 +202,13 @@ def _figures(title: str, section: str, figures: list[Figure], empty: str) -> str
     return f"<h2>{escape(title)}</h2><div id=\"{section}\">{imgs}</div>"
 
 
+def wall_text(stage: str, seconds: float, reused: dict[str, bool] | None) -> str:
+    """'finetune 41.2s', or 'finetune cached' for a stage the run reused. Runs recorded before
+    run.json said which stages were reused: a stage under 0.05 s can only have been reused."""
+    cached = reused.get(stage, False) if reused is not None else seconds < 0.05
+    return f"{stage} cached" if cached else f"{stage} {seconds:.1f}s"
+
+
 def _provenance(content: ReportContent, page_path: Path) -> str:
     if not content.runs:
         return "<h2>Provenance</h2><p>No runs collected.</p>"
@@ -162,7 +217,8 @@ def _provenance(content: ReportContent, page_path: Path) -> str:
     rows = []
     for rid, run in sorted(content.runs.items(), key=lambda kv: (str(kv[1].get("spec", {}).get("method")), kv[0])):
         spec = run.get("spec", {})
-        walls = ", ".join(f"{k} {v:.1f}s" for k, v in (run.get("wall_seconds") or {}).items())
+        walls = ", ".join(wall_text(k, v, run.get("reused")) for k, v in (run.get("wall_seconds") or {}).items()
+                          if not (k == "finetune" and spec.get("method_identity")))  # the base trains nothing
         device = " ".join(str(x) for x in (run.get("device"), run.get("device_name")) if x)
         link = ""
         if rid in content.run_json:

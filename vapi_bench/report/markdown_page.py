@@ -15,7 +15,9 @@ from PIL import Image
 from .. import store
 from ..imageio import image_grid
 from .content import GridRow, ReportContent
-from .table import Board
+from .directions import header
+from .panel import REFERENCES, Panel
+from .table import Board, Cell
 
 FRAME = 3
 COLOURS = {True: (46, 158, 68), False: (221, 51, 51), None: (255, 255, 255)}
@@ -24,12 +26,11 @@ COLOURS = {True: (46, 158, 68), False: (221, 51, 51), None: (255, 255, 255)}
 def render_markdown(content: ReportContent, page_path: Path) -> str:
     """The Markdown page; its images are written to `<page stem>-assets/` next to it."""
     assets = page_path.parent / f"{page_path.stem}-assets"
-    lines = [f"# vapi-bench report: {content.task}", ""]
-    lines += [f"> {note}" for note in content.notes] + ([""] if content.notes else [])
-    lines += ["## Leaderboard", "", "Mean ± std over seeds; intervals are 95% confidence intervals (* excludes 0).", ""]
-    lines += _table(content.board)
-    for name, board in content.summaries:
-        lines += [f"## Paired differences: {name}", "", "95% bootstrap intervals; * excludes 0.", ""] + _table(board)
+    lines = [f"# {content.task}: who wins, by how much, how sure", ""]
+    lines += [f"**{model} runs with non-default model settings: {settings}.**" for model, settings
+              in content.settings.items()] + ([""] if content.settings else [])
+    for panel in content.panels:
+        lines += panel_markdown(panel)
     if content.grids:
         lines += ["## Samples", "", "Same sample indices and seed in every row; frames: green correct, red incorrect.", ""]
         for variant, rows in content.grids.items():
@@ -47,6 +48,12 @@ def render_markdown(content: ReportContent, page_path: Path) -> str:
             for fig in figures:
                 _write(assets / f"{fig.name}.png", fig.png)
                 lines += [f"![{fig.title}]({_rel(assets / f'{fig.name}.png', page_path)})", ""]
+    lines += [f"> {note}" for note in content.notes] + ([""] if content.notes else [])
+    lines += ["## Leaderboard", "", "Mean ± std over seeds; intervals are 95% confidence intervals (* excludes 0: "
+              "**better**, ✗ worse by the metric's direction; ↓ lower / ↑ higher is better).", ""]
+    lines += board_markdown(content.board)
+    for name, board in content.summaries:
+        lines += [f"## {name}", "", "95% intervals; * excludes 0.", ""] + board_markdown(board)
     if content.runs:
         lines += ["## Provenance", "", "| run | model | method | seed | git commit | device | total |", "|---|---|---|---|---|---|---|"]
         for rid, run in sorted(content.runs.items(), key=lambda kv: (str(kv[1].get("spec", {}).get("method")), kv[0])):
@@ -59,11 +66,34 @@ def render_markdown(content: ReportContent, page_path: Path) -> str:
     return "\n".join(lines)
 
 
-def _table(board: Board) -> list[str]:
-    lines = ["| " + " | ".join(board.columns) + " |", "|" + "---|" * len(board.columns)]
+def panel_markdown(panel: Panel) -> list[str]:
+    """A verdict panel as a Markdown table: differences with intervals and their word in bold."""
+    arrow = {"lower": "↓", "higher": "↑"}.get(panel.direction or "", "")
+    columns = ["method", f"{panel.metric} {arrow} (mean ± sd)",
+               *(f"Δ vs {REFERENCES[r]}" for r in panel.references), "seeds"]
+    lines = [f"## {panel.title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in panel.rows:
+        deltas = [f"{d.text} **{d.word}**" if d is not None and d.word != "not resolved at this n"
+                  else (f"{d.text} not resolved" if d is not None else "") for d in (row.deltas.get(r) for r in panel.references)]
+        lines.append("| " + " | ".join([row.label, row.value, *deltas, row.seeds]) + " |")
+    better = {"lower": "lower is better", "higher": "higher is better"}.get(panel.direction or "", "")
+    return lines + ["", f"{panel.metric}: {better}; Δ = method − reference with its 95% {panel.interval}.", ""]
+
+
+def board_markdown(board: Board) -> list[str]:
+    """A board as a Markdown table, headers with ↓/↑, significant differences marked."""
+    lines = ["| " + " | ".join(header(c, board.directions) for c in board.columns) + " |",
+             "|" + "---|" * len(board.columns)]
     for row in board.rows:
-        lines.append("| " + " | ".join(row[c].text + (" *" if row[c].significant else "") for c in board.columns) + " |")
+        lines.append("| " + " | ".join(_mark(row[c]) for c in board.columns) + " |")
     return lines + [""]
+
+
+def _mark(cell: Cell) -> str:
+    """A cell's text, a significant difference marked * and, by direction, bold (better) or ✗ (worse)."""
+    if not cell.significant:
+        return cell.text
+    return f"**{cell.text}** *" if cell.better else (f"{cell.text} * ✗" if cell.better is False else f"{cell.text} *")
 
 
 def _strip(row: GridRow) -> bytes:

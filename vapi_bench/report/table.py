@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..leaderboard import LEAD_COLUMNS, TAIL_COLUMNS
+from .directions import metric_of
 
 RECIPE_COLUMNS = ["cfg_scale", "temperature", "top_k", "top_p", "cfg_interval"]
 #: columns that tell configurations apart (all that are present are grouped on)
@@ -33,6 +34,7 @@ class Cell:
     text: str
     sort: float | None = None
     significant: bool | None = None  # an interval that excludes 0 (for differences)
+    better: bool | None = None  # for a significant difference: an improvement by the metric's direction?
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Board:
     columns: list[str]
     rows: list[dict[str, Cell]]
     run_ids: list[list[str]] = field(default_factory=list)  # per row: the runs averaged in it
+    directions: dict[str, str] = field(default_factory=dict)  # metric -> lower | higher (the headers' ↓/↑)
 
 
 def interval_names(columns: list[str]) -> list[str]:
@@ -59,10 +62,8 @@ def is_difference(name: str) -> bool:
     return name.startswith(("delta_", "diff_")) or name.endswith(("_delta", "_diff"))
 
 
-def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None) -> Board:
-    """Aggregate CSV rows into a Board; `budgets` maps run_id -> the fine-tune budget text."""
-    if df.empty:
-        return Board(columns=[], rows=[])
+def _metric_columns(df: pd.DataFrame) -> list[str]:
+    """The board's metric columns: numeric, neither identity, bookkeeping nor an interval's end."""
     intervals = interval_names(list(df.columns))
     ci_cols = {f"{n}_ci_{end}" for n in intervals for end in ("low", "high")}
     identity = [c for c in IDENTITY_COLUMNS if c in df.columns]
@@ -70,7 +71,43 @@ def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None) -> Boar
                and c not in intervals and pd.api.types.is_numeric_dtype(df[c])]
     # a metric's own within-run spread (kid_std over subsets, inception_score_std over splits) stays
     # in the CSV: next to the spread over seeds it would read as a second error bar
-    metrics = [c for c in metrics if not (c.endswith("_std") and c[:-4] in metrics)]
+    return [c for c in metrics if not (c.endswith("_std") and c[:-4] in metrics)]
+
+
+def main_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows the main table shows, and a note for each kind it leaves out.
+
+    Left out: rows without a recorded configuration (`config` blank: written before rows recorded
+    one, so nothing says what they ran, e.g. the withdrawn 2026-11-28 rows), and rows repeating
+    another row value for value (same model, label, variant, seed and every metric) under a second
+    config hash, e.g. a setting recorded once set and once blank: one run counted twice would
+    shrink the spread over seeds. The later of two duplicates is kept.
+    """
+    notes = []
+    if "config" in df and df["config"].isna().any() and df["config"].notna().any():
+        unrecorded = df["config"].isna()
+        notes.append(f"{int(unrecorded.sum())} row(s) without a recorded configuration (written before rows "
+                     "recorded one) are left out of the tables; they stay in the CSV.")
+        df = df[~unrecorded]
+    key = [c for c in ("model", "method", "label", "variant", "seed") if c in df] + _metric_columns(df)
+    if "seed" in df and key:
+        repeated = df.duplicated(subset=key, keep="last")
+        if repeated.any():
+            notes.append(f"{int(repeated.sum())} row(s) repeating another row value for value under a second "
+                         "config hash are counted once.")
+            df = df[~repeated]
+    return df, notes
+
+
+def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None,
+                directions: dict[str, str] | None = None) -> Board:
+    """Aggregate CSV rows into a Board; `budgets` maps run_id -> the fine-tune budget text,
+    `directions` metric -> lower | higher (colours a significant difference as better or worse)."""
+    if df.empty:
+        return Board(columns=[], rows=[])
+    intervals = interval_names(list(df.columns))
+    identity = [c for c in IDENTITY_COLUMNS if c in df.columns]
+    metrics = _metric_columns(df)
     labels = [c for c in LABEL_COLUMNS if c in identity]
     columns = labels + metrics + [f"{n} (95% CI)" for n in intervals] + ["seeds", "recipe", "budget"]
     rows, run_ids = [], []
@@ -80,7 +117,7 @@ def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None) -> Boar
         for m in metrics:
             row[m] = _mean_std(group[m])
         for name in intervals:
-            row[f"{name} (95% CI)"] = _interval(group, name)
+            row[f"{name} (95% CI)"] = _interval(group, name, directions or {})
         seeds = group["seed"].nunique() if "seed" in group else len(group)
         row["seeds"] = Cell(str(seeds), float(seeds))
         row["recipe"] = Cell(recipe_text(first))
@@ -88,10 +125,10 @@ def build_board(df: pd.DataFrame, budgets: dict[str, str] | None = None) -> Boar
         row["budget"] = Cell(_budget(first, group, ids, budgets or {}))
         rows.append(row)
         run_ids.append(ids)
-    return Board(columns=columns, rows=rows, run_ids=run_ids)
+    return Board(columns=columns, rows=rows, run_ids=run_ids, directions=dict(directions or {}))
 
 
-def build_summary(df: pd.DataFrame) -> Board:
+def build_summary(df: pd.DataFrame, directions: dict[str, str] | None = None) -> Board:
     """A table the lab already aggregated (one row per line): `<m>_mean`/`<m>_std` pairs become
     'mean ± std', `<x>_ci_low`/`<x>_ci_high` pairs an interval, other columns stay as they are
     (`real_vs_*` flags are left out: the interval's mark says the same)."""
@@ -109,9 +146,9 @@ def build_summary(df: pd.DataFrame) -> Board:
             row[m] = (Cell("") if pd.isna(mean) else
                       Cell(f"{mean:.4g}" + ("" if pd.isna(std) else f" ± {std:.2g}"), float(mean)))
         for name in intervals:
-            row[f"{name} (95% CI)"] = _interval(line.to_frame().T, name)
+            row[f"{name} (95% CI)"] = _interval(line.to_frame().T, name, directions or {})
         rows.append(row)
-    return Board(columns=columns, rows=rows)
+    return Board(columns=columns, rows=rows, directions=dict(directions or {}))
 
 
 def _is_number(value: Any) -> bool:
@@ -150,7 +187,7 @@ def _mean_std(values: pd.Series) -> Cell:
     return Cell(text, mean)
 
 
-def _interval(group: pd.DataFrame, name: str) -> Cell:
+def _interval(group: pd.DataFrame, name: str, directions: dict[str, str]) -> Cell:
     low = pd.to_numeric(group[f"{name}_ci_low"], errors="coerce").dropna()
     high = pd.to_numeric(group[f"{name}_ci_high"], errors="coerce").dropna()
     if low.empty or high.empty:
@@ -159,7 +196,9 @@ def _interval(group: pd.DataFrame, name: str) -> Cell:
     centre = (float(pd.to_numeric(group[name], errors="coerce").dropna().mean())
               if name in group and pd.to_numeric(group[name], errors="coerce").notna().any() else (lo + hi) / 2)
     significant = (lo > 0 or hi < 0) if is_difference(name) else None
-    return Cell(f"{centre:.3g} [{lo:.3g}, {hi:.3g}]", centre, significant)
+    direction = directions.get(metric_of(name))
+    better = None if not significant or direction is None else (centre < 0) == (direction == "lower")
+    return Cell(f"{centre:.3g} [{lo:.3g}, {hi:.3g}]", centre, significant, better)
 
 
 def _text(value: Any) -> str:
