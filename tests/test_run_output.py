@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from vapi_bench.cli import DEFAULT_MODEL, DEFAULT_TUNED_TEMPERATURE, plan_run
+from vapi_bench.demo import DEFAULT_MODEL, DEFAULT_TUNED_TEMPERATURE, plan_run
 from vapi_bench.report.panel import build_panels
 from vapi_bench.run_output import is_better, results_table
 from vapi_bench.verdict import UNRESOLVED, compare, summary_rows, verdict_lines, verdict_word

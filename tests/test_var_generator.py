@@ -2,6 +2,8 @@
 released files and their local-path options, the `var` family's recipes, and sft / cca / va-pi
 fine-tuning it through the shared training kit."""
 import pytest
+
+from vapi_bench import leaderboard as lb
 import torch
 
 import vapi_bench
@@ -119,5 +121,6 @@ def test_cli_runs_a_tiny_random_var_through_fine_tuning_sampling_and_scoring(cli
             for item in ("--set", f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}")]
     code, text = cli("run", "-m", "var-d16", "-a", "sft", "-t", "shapes-fid", "--limit", "4", *sets)
     assert code == 0, text
-    rows = [line for line in text.splitlines() if "│ var-d16" in line]
-    assert len(rows) == 2 and {"no-cfg", "cfg"} <= {cell.strip() for row in rows for cell in row.split("│")}
+    board = lb.load(tmp_path / "res", "shapes-fid")
+    assert set(board["model"]) == {"var-d16"} and sorted(board["variant"]) == ["cfg", "no-cfg"]
+    assert "var-d16 on shapes-fid" in text  # the run's own table

@@ -7,37 +7,20 @@ disk), naming the path. `--debug` (or VAPI_BENCH_DEBUG=1) shows the traceback in
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from . import comparison
+from .signals import Stop, sigterm_as_interrupt
+from .demo import DEFAULT_MODEL, DEFAULT_TASK, plan_run
 from .errors import Interrupted, UsageError, VapiError, shorten_quoted
 from .params import parse_set_options
 from .progress import console, out
-
-#: the embedded default: the shapes world runs with no options and no downloads. `vapi-bench run`
-#: with no options is the demo: the head-scaled control (a base with headroom: the calibrated
-#: shapes-c2i has none, so no method could show anything on it), base vs VA-π vs SFT vs the base at
-#: a tuned temperature, without CFG, at the lrs `lab tune` chose for this base on the validation
-#: reference (results/head-scale/lab-shapes-c2i-shapes-fid.csv), then the verdict lines.
-DEFAULT_MODEL = "shapes-c2i"
-DEFAULT_METHODS = ["none", "va-pi", "sft"]
-DEFAULT_TASK = "shapes-fid"
-DEFAULT_SETS = ["model.head_scale=1.2", "task.cfg=without"]
-#: per-method lrs of the demo, applied to those of its methods that ran
-DEFAULT_METHOD_SETS = {"va-pi": ["va-pi.lr=3e-5"], "sft": ["sft.lr=3e-5"]}
-#: the head-scaled base's temperature as `lab tune` chose it (tuned-T: validation FID 0.376 / 0.385 /
-#: 0.816 at T = 0.8 / 0.9 / 1.0, mean over tune seeds 1000 and 1001; the test-reference sweep in
-#: results/head-scale/temperature-shapes-c2i-shapes-fid.csv: 0.29 at 0.8, 0.60 at 0.7, 0.89 at 1.0)
-DEFAULT_TUNED_TEMPERATURE = 0.8
 
 KIND_ALIASES = {"models": "generators", "generators": "generators", "methods": "methods", "tasks": "tasks",
                 "scorers": "scorers", "datasets": "datasets", "families": "families", "recipes": "recipes"}
@@ -121,30 +104,6 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a `run` invocation runs once the demo's defaults are filled in."""
-
-    model: str
-    methods: list[str]
-    task: str
-    sets: list[str]
-    tuned_temperature: float | None
-    demo: bool
-
-
-def plan_run(model: str | None, methods: list[str], task: str | None, sets: list[str],
-             tuned_temperature: float | None) -> Plan:
-    """The demo when nothing is named (no model, method, task or --set); otherwise what was named,
-    the defaults filling only what was left out (and no demo settings)."""
-    if model is None and not methods and task is None and not sets:
-        demo_sets = DEFAULT_SETS + [s for m in DEFAULT_METHODS for s in DEFAULT_METHOD_SETS.get(m, [])]
-        temperature = DEFAULT_TUNED_TEMPERATURE if tuned_temperature is None else tuned_temperature
-        return Plan(DEFAULT_MODEL, list(DEFAULT_METHODS), DEFAULT_TASK, demo_sets, temperature, True)
-    return Plan(model or DEFAULT_MODEL, list(methods) or ["none", "va-pi"], task or DEFAULT_TASK, list(sets),
-                tuned_temperature, False)
-
-
 @app.command()
 def run(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=f"generator name (`vapi-bench list models`; "
@@ -174,7 +133,7 @@ def run(
 ) -> None:
     """Fine-tune, sample and score; append the rows to the task's leaderboard; say who wins.
 
-    With no options: the demo (see DEFAULT_* in vapi_bench/cli.py)."""
+    With no options: the demo (vapi_bench/demo.py)."""
     if offline:
         os.environ["VAPI_BENCH_OFFLINE"] = "1"
     plan = plan_run(model, method, task, set_, tuned_temperature)
@@ -190,74 +149,13 @@ def run(
                               seed=s, label="tuned-T", **common) for s in seed]
     results = _execute(requests)
     _print_rows(results)
-    verdict = _verdict(results, device)
+    verdict = comparison.verdict_of(results, device)
     # a comparison's page, in your own folders only: the committed evidence is collected by `report --collect`
     building = verdict is not None and report and not no_leaderboard and results_dir is None
     if building:
-        _keep_verdict(verdict, results, runs_dir)
-    page = _build_report(plan.task, runs_dir, quiet) if building else None
-    _print_verdict(verdict, page)
-
-
-def _build_report(task: str, runs_dir: Path, quiet: bool) -> Path:
-    """The task's page from your own rows (<runs-dir>/results, collected from runs_dir). Only for
-    your own folder: the committed evidence is collected only by `report --collect`."""
-    from . import leaderboard as lb
-    from . import report as rp
-    from .runner import default_results_dir
-
-    own = default_results_dir(runs_dir)
-    with _quiet_notes(quiet):
-        rp.collect(lb.load(own, task), task, runs_dir, own, 12)
-    return rp.write_report(task, own, Path(runs_dir) / "reports", "html")
-
-
-@contextmanager
-def _quiet_notes(quiet: bool) -> Iterator[None]:
-    """Collect's notes (rows from before run ids) are about your older rows, not this run: --quiet hides them."""
-    if not quiet:
-        yield
-        return
-    with console.capture():
-        yield
-
-
-def _verdict(results: list[Any], device: str) -> Any:
-    """The run's verdict when more than one label ran and the task names its headline metric."""
-    from .verdict import compare, labelled_results
-
-    labelled = labelled_results(results)
-    task = next((r.task for r in results if r.task is not None), None)
-    declared = getattr(task, "key_metrics", ())
-    if len({label for label, _ in labelled}) < 2 or not declared:
-        return None
-    metric, direction = declared[0]
-    return compare(labelled, metric, direction, device)
-
-
-def _keep_verdict(verdict: Any, results: list[Any], runs_dir: Path) -> None:
-    """Write the verdict as the lab's summary table in your results folder, where the report's
-    verdict panel reads it (lab-<model>-<task>.csv: the latest comparison of that model and task)."""
-    import pandas as pd
-
-    from . import store
-    from .lab.results import lab_paths
-    from .runner import default_results_dir
-    from .verdict import labelled_results, summary_rows
-
-    rows = summary_rows(verdict, labelled_results(results))
-    if rows:
-        path = lab_paths(default_results_dir(runs_dir), str(rows[0]["model"]), verdict.task).summary
-        store.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
-
-
-def _print_verdict(verdict: Any, page: Optional[Path]) -> None:
-    """The verdict lines, then where the full report is."""
-    from .verdict import verdict_lines
-
-    lines = verdict_lines(verdict, page) if verdict is not None else []
-    for line in lines or ([f"Full report: {page}"] if page is not None else []):
-        out.print(line, highlight=False)
+        comparison.keep_verdict(verdict, results, runs_dir)
+    page = comparison.build_report(plan.task, runs_dir, quiet) if building else None
+    comparison.print_verdict(verdict, page)
 
 
 @app.command()
@@ -473,52 +371,16 @@ def use_the_cores() -> None:
         torch.set_num_threads(wanted)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a cluster pre-empting the job), raised where Ctrl-C's KeyboardInterrupt would be, so
-    that every stage keeps what it finished and says so exactly as it does for Ctrl-C."""
-
-
-@dataclass
-class _Stop:
-    """The signal that stopped the command, if any: exit codes follow the shell's 128 + signal."""
-
-    signum: int | None = None
-
-    def exit_code(self, default: int = 130) -> int:
-        return 128 + self.signum if self.signum is not None else default
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[_Stop]:
-    """Turn SIGTERM into Terminated while the command runs (Python's default ends the process at once,
-    silently, with nothing said about what was kept); the previous handler is restored after.
-    Only the main thread may set handlers: a command run from another thread keeps the default."""
-    stop = _Stop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        stop.signum = signum
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     use_the_cores()
     debug = "--debug" in argv or os.environ.get("VAPI_BENCH_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
-    with _sigterm_as_interrupt() as stop:
+    with sigterm_as_interrupt() as stop:
         _run_command(argv, debug, stop)
 
 
-def _run_command(argv: list[str], debug: bool, stop: _Stop) -> None:
+def _run_command(argv: list[str], debug: bool, stop: Stop) -> None:
     """Run the command; turn every user-facing failure into its message and exit code."""
     try:
         command = typer.main.get_command(build_app())

@@ -160,7 +160,7 @@ class _Lab:
             self.scores[lab.label] = {}
             self._try_grid(lab)
         for side in ("low", "high"):  # once per side, for every method: the same tries for all
-            if any(on_edge(self._chosen(lab.label), self.grids[lab.label]) == side for lab in self.labs):
+            if any(on_edge(self.chosen(lab.label), self.grids[lab.label]) == side for lab in self.labs):
                 console.print(f"a choice fell on the {side} edge of its grid: every grid grows by one point there")
                 for lab in self.labs:
                     self.grids[lab.label] = grow_grid(self.grids[lab.label], side)
@@ -173,7 +173,7 @@ class _Lab:
                 self.scores[lab.label][lr] = self._validate(lab.label, lab.method, self._method_overrides(lab, lr), lr,
                                                             "lr", grid_text)
 
-    def _chosen(self, label: str) -> float:
+    def chosen(self, label: str) -> float:
         return choose(self.scores[label], self.setup.select_mode)
 
     def tune_temperature(self) -> float:
@@ -210,9 +210,9 @@ class _Lab:
         reference = next((lab for lab in self.labs if lab.label == self.setup.matched_lr_to), None)
         if reference is None:
             return {}
-        lr, matched = self._chosen(reference.label), {}
+        lr, matched = self.chosen(reference.label), {}
         for lab in self.labs:
-            if lab is reference or self._chosen(lab.label) == lr:
+            if lab is reference or self.chosen(lab.label) == lr:
                 continue
             label = f"{lab.label}@lr={lr:g}"
             self.test(label, lab.method, self._method_overrides(lab, lr), lr=lr, lr_grid="")
@@ -232,14 +232,14 @@ def run_tune(setup: TuneSetup, run: RunFn) -> None:
     for row in lab.validation_rows:
         label = row["label"]
         if label in lab.scores:
-            row["chosen"] = row["lr"] == lab._chosen(label)
+            row["chosen"] = row["lr"] == lab.chosen(label)
         elif label == TUNED_T:
             row["chosen"] = row["sampling_temperature"] == temperature
     lab.test("none", "none", lab.base_over, lr="", lr_grid="")
     lab.test(TUNED_T, "none", {**lab.base_over, "sampling.temperature": f"{temperature:g}"}, lr="", lr_grid="",
              sampling_temperature=temperature)
     for item in lab.labs:
-        chosen = lab._chosen(item.label)
+        chosen = lab.chosen(item.label)
         console.print(f"{item.label}: validation {setup.select_metric} "
                       + ", ".join(f"lr {lr:g} {s:.4g}" for lr, s in lab.scores[item.label].items())
                       + f" -> lr {chosen:g}")
