@@ -220,7 +220,7 @@ def test_damaged_reference_cache_is_recomputed_not_interrupted(cli, tmp_path, da
 
 
 def test_damaged_imagenet_reference_stats_cache_is_recomputed(tmp_path, capsys):
-    from tasks.imagenet.reference import cached_arrays
+    from vapi_bench.tasks.imagenet.reference import cached_arrays
 
     path = tmp_path / "cache" / "reference-stats" / "k.npz"
     path.parent.mkdir(parents=True)
