@@ -9,7 +9,8 @@
 #      (plain measurements, unchanged by the protocol);
 #   2. the labs. Without --full: what results/ holds under this protocol (a 2-core budget): the
 #      head-scaled control (shapes-c2i with model.head_scale=1.2, wide grid recipe lr x 1, 10, 100,
-#      no CFG) with va-pi and sft -> <results>/head-scale/. --full: every method on every lab, with
+#      no CFG) with va-pi, sft and cca -> <results>/head-scale/; the same choices on test seeds 5-9
+#      -> head-scale/holdout-seeds5-9/; dpo beside sft -> head-scale/dpo/. --full: every method on every lab, with
 #      and without CFG (hours on one CPU core per method). The tables of the earlier protocol (3
 #      seeds, tune seed = test seed 0, bootstrap intervals only) are in results/superseded/protocol1/.
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
@@ -52,7 +53,7 @@ COMMON=(--batch-size 250 --runs-dir runs --device "$DEVICE" --precision "$PRECIS
 CI=(--ci-reps 200)
 ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca
 # the committed results: which methods each lab ran (the 2-core budget of the session that ran them)
-declare -A LAB_METHODS=([shapes-c2i:shapes-fid:head]=va-pi,sft)
+declare -A LAB_METHODS=([shapes-c2i:shapes-fid:head]=va-pi,sft,cca)
 LABS=(shapes-c2i:shapes-fid:head)
 # model[@head]:temperatures (@head: the head-scaled control, its sweep in <results>/head-scale/;
 # shapes-t2i and shapes-t2i-ls: on shapes-geneval with CFG 2, as the t2i lab samples)
@@ -144,6 +145,14 @@ for l in "${LABS[@]}"; do
   if [ "$JOBS" -gt 1 ]; then "${CMD[@]}" > "runs/logs/${l//:/-}-tables.log" 2>&1 & pids+=($!); else "${CMD[@]}"; fi
 done
 for pid in "${pids[@]}"; do wait "$pid" || { echo "a table failed: see runs/logs/*-tables.log" >&2; exit 1; }; done
+# the head-scaled control's replication on test seeds no choice used, and DPO beside SFT (the last
+# command of a repeated option wins, so these only move the seeds / methods and the output folder)
+if [ "$FULL" = 0 ]; then
+  lab_cmd shapes-c2i:shapes-fid:head va-pi,sft "$RESULTS"
+  "${CMD[@]}" --seeds 5,6,7,8,9 --results-dir "$RESULTS/head-scale/holdout-seeds5-9"
+  lab_cmd shapes-c2i:shapes-fid:head sft,dpo "$RESULTS"
+  "${CMD[@]}" --matched-lr-to sft --results-dir "$RESULTS/head-scale/dpo"
+fi
 # --full: why VA-π raises a t2i policy's entropy: shapes-t2i-ls's wide grid again with the context
 # noise off (ξ = 0 instead of the t2i recipe's 0.5) -> <results>/wide-lr/xi0/
 if [ "$FULL" = 1 ]; then

@@ -28,6 +28,8 @@ FOLDERS = {
     ".": "Every run on the shapes world (leaderboards; the lab tables of protocol 1 are in results/superseded/)",
     "head-scale": "The head-scaled control (shapes-c2i with model.head_scale=1.2, no CFG): the lab protocol, "
                   "tune seeds 1000 and 1001, test seeds 0-4",
+    "head-scale/dpo": "The head-scaled control: DPO beside SFT under the same protocol (tune seeds 1000 and 1001, "
+                      "test seeds 0-4)",
     "head-scale/holdout-seeds5-9": "The head-scaled control again on test seeds 5-9 (seeds no choice or reading used)",
     "wide-lr": "The wide lr grid (recipe lr × 1, 10, 100): leaderboards",
     "wide-lr/xi0": "The wide lr grid, VA-π with ξ = 0: leaderboard",
