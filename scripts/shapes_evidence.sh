@@ -51,7 +51,7 @@ PY=$(dirname "$VB")/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON=(--batch-size 250 --runs-dir runs --device "$DEVICE" --precision "$PRECISION")
 CI=(--ci-reps 200)
-ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca
+ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca,dpo
 # the committed results: which methods each lab ran (the 2-core budget of the session that ran them)
 declare -A LAB_METHODS=([shapes-c2i:shapes-fid:head]=va-pi,sft,cca)
 LABS=(shapes-c2i:shapes-fid:head)
