@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from rich.markup import escape
 
+from .errors import DataError
 from .weights import sha256_file
 
 #: the done-marker key listing what a stage wrote: {relative path: {"bytes": n, "sha256": hex}}
@@ -128,3 +129,13 @@ def _npz_arrays(path: Path) -> tuple[dict[str, np.ndarray] | None, str]:
     except _NPZ_ERRORS as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no data"
         return None, f"{type(exc).__name__}: {detail}"
+
+
+def check_samples_on_disk(task: Any, items: list, sdir: Path) -> None:
+    """Every image the done marker will vouch for is on disk (a folder deleted or moved while
+    sampling must not be marked done: the marker would make the next run score a hole)."""
+    missing = missing_files(task.image_path(sdir, it) for it in items)
+    if missing:
+        raise DataError(f"{len(missing)} of {len(items)} images are missing from {sdir} after sampling (first: "
+                        f"{missing[0]}); was the folder deleted or moved meanwhile? It is not marked done: run the "
+                        "same command again to draw them.")

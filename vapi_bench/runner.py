@@ -297,7 +297,7 @@ class Runner:
                               "the same command again to generate only the missing ones.") from None
         barrier()
         if self.rank == 0:
-            _check_samples_on_disk(task, items, sdir)
+            integrity.check_samples_on_disk(task, items, sdir)
             store.write_jsonl(sdir / "samples.jsonl", sample_records(items, spec.seed, task, sdir))
             write_grid(task, items, sdir)
             store.atomic_write_json(marker, {"n": len(items), "recipe": recipe.as_dict(), "seed": spec.seed,
@@ -442,13 +442,3 @@ class Runner:
         self.log_lines.append(text)
         if not self.req.quiet and self.rank == 0:
             integrity.warn(text)
-
-
-def _check_samples_on_disk(task: Task, items: list, sdir: Path) -> None:
-    """Every image the done marker will vouch for is on disk (a folder deleted or moved while
-    sampling must not be marked done: the marker would make the next run score a hole)."""
-    missing = integrity.missing_files(task.image_path(sdir, it) for it in items)
-    if missing:
-        raise DataError(f"{len(missing)} of {len(items)} images are missing from {sdir} after sampling (first: "
-                        f"{missing[0]}); was the folder deleted or moved meanwhile? It is not marked done: run the "
-                        "same command again to draw them.")

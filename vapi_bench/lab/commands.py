@@ -1,8 +1,9 @@
 """`vapi-bench lab`: the evidence and ablation experiments of the paper, rerun on any model/task.
 
 `lab tune` is the fair protocol (protocol.py, tune.py): the same lr grid, steps and images
-for every method, chosen on a validation reference, then 3 seeds on the test reference, with the
-temperature control and paired confidence intervals. `lab compare` runs several methods x seeds
+for every method (and as many temperatures for the base), chosen on a validation reference over
+tune seeds, then test seeds disjoint from them, with temperature controls, matched-lr rows and
+seed-level intervals (Holm). `lab compare` runs several methods x seeds
 through the ordinary runner (every row lands on the task's leaderboard) and, with --curve-steps,
 re-runs the tuned methods at intermediate step budgets to draw the metric-against-step plot.
 `lab ablate NAME` runs the ablations a method declares (its registry entry's `ablations`; VA-π's:

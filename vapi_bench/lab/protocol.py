@@ -2,12 +2,14 @@
 
 Every method (and every variant a method declares, e.g. VA-π's Table 4 rows) gets the same
 learning-rate grid factors around its recipe's lr (on the shapes world one lr for every method,
-vapi_bench.training.post_training_lr), the same
-steps and images; each grid point is trained once on the tune seed and scored on a VALIDATION
-setting of the task (shapes-fid: reference_split=val, a reference set
-disjoint from the test one). The best grid point is then trained with every test seed and scored
-on the test setting; those rows go to the leaderboard with the chosen lr and the grid. No method
-gets more tries than another, and the test reference never chooses anything.
+vapi_bench.training.post_training_lr), the same steps and images. Each grid point runs on every
+tune seed and is scored on a VALIDATION setting of the task (shapes-fid: reference_split=val, a
+reference set disjoint from the test one); the mean over tune seeds chooses (`choose`), since one
+seed's choice was a draw. A choice on the grid's edge grows every grid by one point (`on_edge`,
+`grow_grid`). The chosen point then runs on the test seeds, which never include a tune seed
+(`check_seeds`): a shared seed would score the choice on the samples that made it. No method gets
+more tries than another (the base's sampling temperature gets as many), and the test setting
+never chooses anything.
 
 What "validation" means and which metric selects is the task's to say (`Task.validation`):
 shapes-fid chooses by the lowest no-CFG FID on its validation reference, shapes-geneval by the
