@@ -116,6 +116,10 @@ def test_tune_tries_every_setting_on_tune_seeds_and_reports_on_disjoint_test_see
     summary = pd.read_csv(res / "lab-fixture-palette-fixture-colour.csv")
     assert set(summary["label"]) == {"none", "tuned-T", "fixture-sft"}
     assert summary["multiplicity"].iloc[0].startswith("holm over ")
+    trained = {json.loads((runs / r / "run.json").read_text())["stage_keys"]["finetune"]
+               for r in set(every["run_id"]) | set(board["run_id"])} - {None}
+    cost = pd.read_csv(res / "lab-fixture-palette-fixture-colour-cost.csv").set_index("label")
+    assert cost.loc["table", "finetunes"] == len({k for k in trained if not k.startswith("base-")}) > 0
 
 
 def test_tune_and_test_seeds_must_not_overlap(tmp_path):

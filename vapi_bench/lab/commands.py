@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..errors import UsageError
 from ..leaderboard import append_rows
 from ..progress import console
 from ..registry import get_registry
@@ -261,3 +262,31 @@ def temperature_sweep(
                           + ", ".join(f"{r['variant']} {metric}={r[metric]:.4g}" for r in got if metric in r))
     append_rows(results_dir / f"temperature-{model}-{task}.csv", rows)
     console.print(f"appended {len(rows)} rows to {results_dir / f'temperature-{model}-{task}.csv'}")
+
+
+
+@lab_app.command("cost")
+def cost(
+    results_dir: Path = typer.Option(..., "--results-dir", help="a folder holding lab-<model>-<task>.csv tables"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="the runs directory that made them"),
+) -> None:
+    """Price the lab tables of a folder from the stages their rows used (no run is repeated): writes
+    lab-<model>-<task>-cost.csv beside each table, as `lab tune` does."""
+    import pandas as pd
+
+    from .cost import cost_sentence, write_cost
+    from .results import lab_tables
+
+    tables = lab_tables(results_dir)
+    if not tables:
+        raise UsageError(f"lab cost: no lab-<model>-<task>-seeds.csv under {results_dir}")
+    for paths in tables:
+        rows = {name: pd.read_csv(path, usecols=["label", "run_id"], dtype=str).to_dict("records")
+                if path.exists() else [] for name, path in (("validation", paths.validation), ("test", paths.seeds))}
+        missing = sorted({r["run_id"] for part in rows.values() for r in part
+                          if not (runs_dir / r["run_id"] / "run.json").exists()})
+        if missing:
+            raise UsageError(f"lab cost: {paths.seeds} names {len(missing)} run(s) not under {runs_dir} "
+                             f"(e.g. {missing[0]}); pass the --runs-dir that made it")
+        total = write_cost(paths.cost, runs_dir, rows["validation"], rows["test"])
+        console.print(f"{paths.cost}: {cost_sentence(total)}")

@@ -9,7 +9,9 @@ Under a results directory, per model <m> and task <t>:
   `tuned-T` (the base at its tuned temperature), each method or variant, `T-control:<label>`
   (the entropy-matched base) and `<label>@lr=<x>` (a method at another method's chosen lr);
 - `lab-<m>-<t>-seeds.csv`: the test rows, one per label, variant and seed;
-- `lab-<m>-<t>-validation.csv`: every grid point's validation rows.
+- `lab-<m>-<t>-validation.csv`: every grid point's validation rows;
+- `lab-<m>-<t>-cost.csv`: what the table cost (cost.py): per label and phase the distinct
+  fine-tunes, sample sets and scores and their recorded minutes, then the whole table.
 """
 from __future__ import annotations
 
@@ -35,14 +37,24 @@ class LabPaths:
     summary: Path
     seeds: Path
     validation: Path
+    cost: Path
 
 
 def lab_paths(results_dir: Path, model: str, task: str) -> LabPaths:
-    stem = results_dir / f"lab-{model}-{task}"
-    return LabPaths(Path(f"{stem}.csv"), Path(f"{stem}-seeds.csv"), Path(f"{stem}-validation.csv"))
+    return _paths(str(results_dir / f"lab-{model}-{task}"))
+
+
+def _paths(stem: str) -> LabPaths:
+    return LabPaths(Path(f"{stem}.csv"), Path(f"{stem}-seeds.csv"), Path(f"{stem}-validation.csv"),
+                    Path(f"{stem}-cost.csv"))
 
 
 def summary_tables(results_dir: Path, task: str) -> list[tuple[str, pd.DataFrame]]:
     """Every non-empty lab summary of `task` under results_dir, by file name."""
     return [(path.name, pd.read_csv(path)) for path in sorted(results_dir.glob(f"lab-*-{task}.csv"))
             if path.stat().st_size]
+
+
+def lab_tables(results_dir: Path) -> list[LabPaths]:
+    """The files of every lab table under results_dir (one per `lab-<m>-<t>-seeds.csv`)."""
+    return [_paths(str(seeds)[: -len("-seeds.csv")]) for seeds in sorted(Path(results_dir).glob("lab-*-seeds.csv"))]

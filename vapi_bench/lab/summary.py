@@ -21,6 +21,7 @@ import pandas as pd
 from ..hashing import stable_hash
 from ..progress import console
 from ..store import atomic_write_json, read_jsonl, write_csv
+from .cost import cost_sentence, write_cost
 from .results import CONTROL_PREFIX, CURVE_PREFIX, SUMMARY_METRICS, TUNED_T, lab_paths
 from .significance import (PairedDelta, Statistic, fid_statistic, group_mean_statistic, holm, paired_bootstrap,
                            seed_level_interval)
@@ -118,7 +119,7 @@ class _Bootstrap:
 
 def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: list[dict[str, Any]],
                   test_rows: list[dict[str, Any]], matched_to: dict[str, str]) -> None:
-    """Write the three lab CSVs (results.py) from the validation and test rows."""
+    """Write the lab CSVs (results.py) from the validation and test rows."""
     paths = lab_paths(setup.results_dir, setup.model, setup.task)
     setup.results_dir.mkdir(parents=True, exist_ok=True)
     if validation_rows:
@@ -161,7 +162,9 @@ def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: l
     for row in summary:
         row["multiplicity"] = f"holm over {len(family)} comparisons"
     write_csv(paths.summary, uniform(summary))
-    console.print(f"wrote {paths.summary} (+ {paths.seeds.name}, {paths.validation.name})")
+    total = write_cost(paths.cost, setup.runs_dir, validation_rows, test_rows)
+    console.print(f"wrote {paths.summary} (+ {paths.seeds.name}, {paths.validation.name}, {paths.cost.name})")
+    console.print(f"this table: {cost_sentence(total)}")
 
 
 def uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

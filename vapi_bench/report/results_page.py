@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import leaderboard as lb
+from ..lab.cost import cost_sentence
 from ..lab.results import summary_tables
 from .bundle import tasks_on_board
 from .content import model_settings
@@ -67,6 +68,14 @@ def render_results_page(results_dir: Path) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _cost_lines(path: Path) -> list[str]:
+    """The table's price (lab/cost.py), when the lab that wrote it recorded one."""
+    if not path.exists():
+        return []
+    total = pd.read_csv(path).set_index("label").loc["table"]
+    return [f"Cost of this table: {cost_sentence(total.to_dict())} (`{path.name}`).", ""]
+
+
 def _tasks(folder: Path) -> list[str]:
     lab = {p.name.split("-", 1)[1] for p in folder.glob("lab-*.csv")}
     return sorted(set(tasks_on_board(folder)) | {t for t in ("shapes-fid", "shapes-geneval")
@@ -84,6 +93,7 @@ def _task_section(folder: Path, task: str) -> list[str]:
         for panel in build_panels(table, known, settings.get(model, ""), model):
             lines += [line.replace("## ", f"### {task}: ", 1) if line.startswith("## ") else line
                       for line in panel_markdown(panel)]
+        lines += _cost_lines(folder / name.replace(".csv", "-cost.csv"))
         lines += [f"<details><summary>{name}: every label, tuned lr, every paired difference</summary>", ""]
         lines += board_markdown(build_summary(table, known)) + ["</details>", ""]
     if not tables and not board.empty:
