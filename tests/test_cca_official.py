@@ -304,15 +304,9 @@ DIST_RUN = dict(RUN, steps=2, ckpt_every=1, max_grad_norm=0.7)
 
 
 def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import os
+    from helpers_gloo import gloo_rank
 
-    from vapi_bench import distributed
-
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    distributed.init_process_group(CPU)
-    try:
+    with gloo_rank(rank, world, port):
         for sharding in ("ddp", "fsdp"):
             gen = _gen()
             _perturb(gen.policy)
@@ -321,9 +315,6 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
             method.finetune(gen, RandomImages(), ctx)
             if rank == 0:
                 torch.save(gen.policy.state_dict(), Path(out_dir) / f"{sharding}.pt")
-        distributed.barrier()
-    finally:
-        distributed.destroy_process_group()
 
 
 def test_two_ranks_average_the_per_rank_sums_as_official_ddp(tmp_path):
@@ -331,10 +322,7 @@ def test_two_ranks_average_the_per_rank_sums_as_official_ddp(tmp_path):
     micro-batch losses into a DDP model, whose all-reduce AVERAGES the ranks' summed gradients, then
     clips. So with a fixed batch and micro-batch the step gradient depends on W (here 2 ranks x K = 2
     is half of 1 rank x K = 4), and 2 gloo ranks must equal that emulated loop, under DDP and FSDP."""
-    import os
-
-    import torch.multiprocessing as mp
-    from test_vapi_ddp import _free_port
+    from helpers_gloo import spawn_ranks
 
     gen, start, cfg, helper, model, ref_model, optimizer = _official_setup(tmp_path, **DIST_RUN)
     args = _args(cfg, gen)
@@ -353,8 +341,7 @@ def test_two_ranks_average_the_per_rank_sums_as_official_ddp(tmp_path):
         optimizer.zero_grad(set_to_none=True)
     assert all(n > args.max_grad_norm > n / 2 for n in norms), norms
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_dist_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)
+    spawn_ranks(_dist_worker, str(tmp_path / "two"))
     expected = model.state_dict()
     for sharding in ("ddp", "fsdp"):
         got = torch.load(tmp_path / "two" / f"{sharding}.pt", weights_only=True)

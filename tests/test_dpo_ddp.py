@@ -4,14 +4,12 @@ online samples are seeded by global position, never by rank. Offline pairs under
 and frozen reference sharded) give the same weights too."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 
+from helpers_gloo import gloo_rank, spawn_ranks
 from helpers_toy_generator import RandomImages, tiny_llamagen
-from test_vapi_ddp import _free_port
 from vapi_bench import distributed
 from vapi_bench.interfaces import StageContext
 from vapi_bench.params import resolve_params
@@ -32,24 +30,16 @@ def _run(name: str, out_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    distributed.init_process_group(torch.device("cpu"))
-    try:
+    with gloo_rank(rank, world, port):
         for name in RUNS:
             state, summary = _run(name, Path(out_dir) / name)
             if rank == 0:
                 torch.save({"state": state, "pair_file": summary.get("pair_file")}, Path(out_dir) / f"{name}.pt")
-        distributed.barrier()
-    finally:
-        distributed.destroy_process_group()
 
 
 def test_two_gloo_ranks_equal_one_rank(tmp_path):
     single = {name: _run(name, tmp_path / "one" / name) for name in RUNS}
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)
+    spawn_ranks(_worker, str(tmp_path / "two"))
     initial = tiny_llamagen(dropout=False, class_dropout_prob=0.1).policy.state_dict()
     for name, (state, summary) in single.items():
         double = torch.load(tmp_path / "two" / f"{name}.pt", weights_only=True)

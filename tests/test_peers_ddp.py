@@ -4,15 +4,13 @@ sharding=fsdp (FSDP2 on gloo, CPU) too: rollouts sample from the gathered shards
 is a second sharded copy of the initial weights, and a resumed run keeps that reference."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+from helpers_gloo import gloo_rank, spawn_ranks
 from helpers_toy_generator import RandomImages, tiny_llamagen
-from test_vapi_ddp import _free_port
 from vapi_bench import distributed
 from vapi_bench.errors import UsageError
 from vapi_bench.interfaces import StageContext
@@ -49,11 +47,7 @@ def _run(name: str, out_dir: Path, text: bool = False, **extra) -> dict[str, tor
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str, sharding: str = "ddp") -> None:
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    distributed.init_process_group(torch.device("cpu"))
-    try:
+    with gloo_rank(rank, world, port):
         for name in RUNS:
             state = _run(name, Path(out_dir) / name, sharding=sharding)
             if rank == 0:
@@ -67,15 +61,11 @@ def _worker(rank: int, world: int, port: int, out_dir: str, sharding: str = "ddp
             state = _run("ar-grpo", resumed, sharding=sharding)
             if rank == 0:
                 torch.save(state, Path(out_dir) / "ar-grpo-resumed.pt")
-        distributed.barrier()  # both ranks done before either tears gloo down (as in test_vapi_ddp)
-    finally:
-        distributed.destroy_process_group()
 
 
 def test_two_gloo_ranks_equal_one_rank(tmp_path):
     single = {name: _run(name, tmp_path / "one" / name) for name in RUNS}
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)
+    spawn_ranks(_worker, str(tmp_path / "two"))
     initial = tiny_llamagen(dropout=False, class_dropout_prob=0.1).policy.state_dict()
     for name, state in single.items():
         double = torch.load(tmp_path / "two" / f"{name}.pt", weights_only=True)
@@ -91,8 +81,7 @@ def test_fsdp_on_two_gloo_ranks_equals_one_rank_and_resumes(tmp_path):
     uninterrupted one does (its KL reference is still the initial model, not the restored one)."""
     single = {name: _run(name, tmp_path / "one" / name) for name in RUNS}
     single_t2i = _run("cca", tmp_path / "one" / "cca-t2i", text=True, uncond_ratio=0.5)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "fsdp"), "fsdp"), nprocs=2, join=True)
+    spawn_ranks(_worker, str(tmp_path / "fsdp"), "fsdp")
     for name, state in single.items():
         sharded = torch.load(tmp_path / "fsdp" / f"{name}.pt", weights_only=True)
         saved = torch.load(tmp_path / "fsdp" / name / CHECKPOINT_NAME, weights_only=True)["modules"]["policy"]

@@ -6,15 +6,13 @@ step, so the two runs differ only by floating-point summation order.
 """
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from helpers_gloo import gloo_rank, spawn_ranks
 from helpers_toy_generator import RandomImages, tiny_llamagen
 from vapi_bench import distributed
 from vapi_bench.interfaces import StageContext
@@ -36,33 +34,17 @@ def _vapi_run(out_dir: Path, **extra) -> nn.Module:
 
 def _ddp_worker(rank: int, world: int, port: int, out_dir: str, sharding: str = "ddp", steps: int = 0) -> None:
     """One torchrun-like rank: the environment torchrun would set, then our helpers."""
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    info = distributed.init_process_group(torch.device("cpu"))
-    assert (info.rank, info.world_size, dist.get_backend()) == (rank, world, "gloo")
-    try:
+    with gloo_rank(rank, world, port) as info:
+        assert (info.rank, info.world_size, dist.get_backend()) == (rank, world, "gloo")
         policy = _vapi_run(Path(out_dir), sharding=sharding, **({"steps": steps} if steps else {}))
         assert not distributed.is_sharded(policy.parameters()), "the generator must get its plain policy back"
         if rank == 0:
             torch.save(policy.state_dict(), Path(out_dir) / "final.pt")
-        # both ranks done before either tears gloo down: a rank that left early once aborted its
-        # peer ("terminate called without an active exception") in a loaded CI run
-        distributed.barrier()
-    finally:
-        distributed.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_gloo_ranks_equal_one_rank(tmp_path):
     single = _vapi_run(tmp_path / "one").state_dict()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)
+    spawn_ranks(_ddp_worker, str(tmp_path / "two"))
     double = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
     moved = [n for n, v in single.items() if not torch.equal(v, tiny_llamagen(dropout=False).policy.state_dict()[n])]
     assert moved, "training did not change the weights"
@@ -75,12 +57,11 @@ def test_fsdp_on_two_gloo_ranks_equals_one_rank_and_resumes(tmp_path):
     1-rank weights; a run stopped after step 1 and resumed from its (gathered) checkpoint ends
     where the uninterrupted one does."""
     single = _vapi_run(tmp_path / "one").state_dict()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "fsdp"), "fsdp"), nprocs=2, join=True)
+    spawn_ranks(_ddp_worker, str(tmp_path / "fsdp"), "fsdp")
     sharded = torch.load(tmp_path / "fsdp" / "final.pt", weights_only=True)
     resumed_dir = str(tmp_path / "fsdp-resumed")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), resumed_dir, "fsdp", 1), nprocs=2, join=True)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), resumed_dir, "fsdp"), nprocs=2, join=True)
+    spawn_ranks(_ddp_worker, resumed_dir, "fsdp", 1)
+    spawn_ranks(_ddp_worker, resumed_dir, "fsdp")
     resumed = torch.load(Path(resumed_dir) / "final.pt", weights_only=True)
     assert [(Path(resumed_dir) / f"resumed_from-rank{r}").read_text() for r in (0, 1)] == ["1", "1"]
     for name, value in single.items():
