@@ -10,7 +10,10 @@
 #   2. the labs. Without --full: what results/ holds under this protocol (a 2-core budget): the
 #      head-scaled control (shapes-c2i with model.head_scale=1.2, wide grid recipe lr x 1, 10, 100,
 #      no CFG) with va-pi, sft and cca -> <results>/head-scale/; the same choices on test seeds 5-9
-#      -> head-scale/holdout-seeds5-9/; dpo beside sft -> head-scale/dpo/. --full: every method on every lab, with
+#      -> head-scale/holdout-seeds5-9/; dpo beside sft -> head-scale/dpo/; va-pi and sft at 4x the
+#      training images (--budget-images 3840) -> head-scale/budget-3840/; Table 4's rows (va-pi:reward-only,
+#      va-pi:prior-only) beside va-pi and sft -> head-scale/table4/; the second paradigm, shapes-var (a
+#      next-scale VAR), with va-pi, sft and cca on the same grid rule -> shapes-var/. --full: every method on every lab, with
 #      and without CFG (hours on one CPU core per method). The tables of the earlier protocol (3
 #      seeds, tune seed = test seed 0, bootstrap intervals only) are in results/superseded/protocol1/.
 # Every stage is cached under runs/, so an interrupted script resumes where it stopped. With
@@ -53,8 +56,8 @@ COMMON=(--batch-size 250 --runs-dir runs --device "$DEVICE" --precision "$PRECIS
 CI=(--ci-reps 200)
 ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca,dpo
 # the committed results: which methods each lab ran (the 2-core budget of the session that ran them)
-declare -A LAB_METHODS=([shapes-c2i:shapes-fid:head]=va-pi,sft,cca)
-LABS=(shapes-c2i:shapes-fid:head)
+declare -A LAB_METHODS=([shapes-c2i:shapes-fid:head]=va-pi,sft,cca [shapes-var:shapes-fid:var]=va-pi,sft,cca)
+LABS=(shapes-c2i:shapes-fid:head shapes-var:shapes-fid:var)
 # model[@head]:temperatures (@head: the head-scaled control, its sweep in <results>/head-scale/;
 # shapes-t2i and shapes-t2i-ls: on shapes-geneval with CFG 2, as the t2i lab samples)
 SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7"
@@ -63,7 +66,7 @@ HEAD=(--set model.head_scale=1.2)
 if [ "$FULL" = 1 ]; then
   LABS=(shapes-c2i:shapes-fid shapes-c2i-small-ls:shapes-fid shapes-c2i-small-ls:shapes-fid:wide
         shapes-t2i:shapes-geneval shapes-c2i:shapes-fid:wide shapes-c2i:shapes-fid:head
-        shapes-t2i-ls:shapes-geneval:wide shapes-c2i-small:shapes-fid)
+        shapes-t2i-ls:shapes-geneval:wide shapes-c2i-small:shapes-fid shapes-var:shapes-fid:var)
   for l in "${LABS[@]}"; do LAB_METHODS[$l]=$ALL; done
   # the second and third c2i bases and the smoothed t2i base: build them when the zoo lacks them
   for kind in c2i-small c2i-small-ls t2i-ls; do
@@ -85,11 +88,14 @@ lab_cmd() {  # (model:task[:wide|:head], methods, results-dir) -> CMD
   task=${rest%%:*}
   if [ "$task" = shapes-fid ]; then size=(--set task.n=1000); else size=(--set task.images_per_prompt=8); fi
   # ':wide': the same protocol on the grid recipe lr x 1, 10, 100, its tables in <results>/wide-lr/;
-  # ':head': that grid on the head-scaled model, its tables in <results>/head-scale/
+  # ':head': that grid on the head-scaled model, its tables in <results>/head-scale/;
+  # ':var': that grid on shapes-var, its tables in <results>/shapes-var/
   case "${rest#"$task"}" in
     :wide) grid=(--lr-factors 1,10,100); out=$3/wide-lr ;;
     :head) grid=(--lr-factors 1,10,100); head=("${HEAD[@]}"); out=$3/head-scale
            [ "$FULL" = 1 ] || head+=(--set task.cfg=without) ;;
+    :var) grid=(--lr-factors 1,10,100); out=$3/shapes-var
+          [ "$FULL" = 1 ] || head+=(--set task.cfg=without) ;;
   esac
   CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" "${grid[@]}" "${CI[@]}" "${size[@]}"
        "${head[@]}" "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$out")
@@ -152,6 +158,10 @@ if [ "$FULL" = 0 ]; then
   "${CMD[@]}" --seeds 5,6,7,8,9 --results-dir "$RESULTS/head-scale/holdout-seeds5-9"
   lab_cmd shapes-c2i:shapes-fid:head sft,dpo "$RESULTS"
   "${CMD[@]}" --matched-lr-to sft --results-dir "$RESULTS/head-scale/dpo"
+  lab_cmd shapes-c2i:shapes-fid:head va-pi,sft "$RESULTS"
+  "${CMD[@]}" --budget-images 3840 --results-dir "$RESULTS/head-scale/budget-3840"
+  lab_cmd shapes-c2i:shapes-fid:head va-pi,va-pi:reward-only,va-pi:prior-only,sft "$RESULTS"
+  "${CMD[@]}" --results-dir "$RESULTS/head-scale/table4"
 fi
 # --full: why VA-π raises a t2i policy's entropy: shapes-t2i-ls's wide grid again with the context
 # noise off (ξ = 0 instead of the t2i recipe's 0.5) -> <results>/wide-lr/xi0/

@@ -32,6 +32,12 @@ FOLDERS = {
     "head-scale/dpo": "The head-scaled control: DPO beside SFT under the same protocol (tune seeds 1000 and 1001, "
                       "test seeds 0-4)",
     "head-scale/holdout-seeds5-9": "The head-scaled control again on test seeds 5-9 (seeds no choice or reading used)",
+    "head-scale/budget-3840": "The head-scaled control at 4× the training images (--budget-images 3840: 240 steps of "
+                              "16), VA-π and SFT under the same protocol",
+    "head-scale/table4": "The head-scaled control: the paper's Table 4 rows (VA-π with the reward only, with the prior "
+                         "only) beside VA-π and SFT under the same protocol",
+    "shapes-var": "The second paradigm: shapes-var (a next-scale VAR, no CFG) with VA-π, SFT and CCA under the lab "
+                  "protocol, tune seeds 1000 and 1001, test seeds 0-4",
     "wide-lr": "The wide lr grid (recipe lr × 1, 10, 100): leaderboards",
     "wide-lr/xi0": "The wide lr grid, VA-π with ξ = 0: leaderboard",
 }
