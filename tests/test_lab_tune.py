@@ -336,3 +336,36 @@ def test_lab_precision_option_reaches_every_run(tmp_path):
     assert info.value.code == 0
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
     assert len(records) == 2 and {r["precision"]["resolved"] for r in records} == {"bf16"}
+
+
+@pytest.mark.parametrize("control_is_base", [True, False])
+def test_a_control_with_the_bases_own_samples_is_not_a_comparison(tmp_path, control_is_base):
+    """A method whose entropy did not move gets its control at T = 1: the base's very samples. Its
+    Δ vs the control repeats Δ vs the base and the control's Δ vs the base is 0 by construction, so
+    neither joins the Holm family; a control with samples of its own is compared as usual."""
+    from types import SimpleNamespace
+
+    from vapi_bench.lab.summary import write_summary
+
+    runs, rows = tmp_path / "runs", []
+    for label, shift in (("none", 0.0), ("cca", -0.1), ("T-control:cca", 0.0)):
+        for seed in range(3):
+            run_id = f"{label.replace(':', '-')}-{seed}"
+            sample = f"s-none-{seed}" if label == "T-control:cca" and control_is_base else f"s-{run_id}"
+            (runs / run_id).mkdir(parents=True)
+            (runs / run_id / "run.json").write_text(json.dumps(
+                {"results": [{"variant": "no-cfg"}], "stage_keys": {"variants": [{"sample": sample, "score": "c"}]}}))
+            rows.append({"label": label, "variant": "no-cfg", "seed": seed, "run_id": run_id, "lr": "", "lr_grid": "",
+                         "fid": 1.0 + shift + 0.01 * seed * (label == "cca") + (0 if control_is_base else 0.02)
+                         * (label == "T-control:cca")})
+    setup = SimpleNamespace(results_dir=tmp_path / "res", model="m", task="t", runs_dir=runs, ci_reps=10,
+                            select_metric="fid")
+    write_summary(setup, None, [], rows, {})
+    summary = pd.read_csv(tmp_path / "res" / "lab-m-t.csv").set_index("label")
+    assert summary.loc["cca", "delta_fid_vs_none"] == pytest.approx(-0.09)
+    if control_is_base:
+        assert "delta_fid_vs_control" not in summary or pd.isna(summary.loc["cca", "delta_fid_vs_control"])
+        assert summary["multiplicity"].iloc[0] == "holm over 1 comparisons"
+    else:
+        assert summary.loc["cca", "delta_fid_vs_control"] == pytest.approx(-0.11)
+        assert summary["multiplicity"].iloc[0] == "holm over 3 comparisons"

@@ -134,7 +134,12 @@ def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: l
     def rows_of(label: str, variant: str) -> list[dict[str, Any]]:
         return df[(df["label"] == label) & (df["variant"] == variant)].sort_values("seed").to_dict("records")
 
+    def same_rows(label: str, variant: str) -> str:
+        """The label whose samples these are: "none" for a control at the base's own temperature."""
+        return "none" if _same_samples(setup.runs_dir, rows_of(label, variant), rows_of("none", variant)) else label
+
     for (label, variant), part in df.groupby(["label", "variant"], sort=False):
+        tested: set[tuple[str, str]] = set()
         row: dict[str, Any] = {"model": setup.model, "task": setup.task, "label": label, "variant": variant,
                                "seeds": int(part["seed"].nunique()), "lr": part["lr"].iloc[0],
                                "lr_grid": part["lr_grid"].iloc[0]}
@@ -146,6 +151,10 @@ def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: l
             mine, theirs = rows_of(label, variant), rows_of(other, variant)
             if [r["seed"] for r in mine] != [r["seed"] for r in theirs] or metric not in part:
                 continue  # only seed-paired comparisons
+            pair = (same_rows(label, variant), same_rows(other, variant))
+            if pair[0] == pair[1] or pair in tested:
+                continue  # Δ = 0 by construction, or a comparison already made: not a test of its own
+            tested.add(pair)
             column = f"delta_{metric}_vs_{name}"
             seed_level = seed_level_interval([a[metric] - b[metric] for a, b in zip(mine, theirs)])
             row[column] = seed_level.delta
@@ -165,6 +174,17 @@ def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: l
     total = write_cost(paths.cost, setup.runs_dir, validation_rows, test_rows)
     console.print(f"wrote {paths.summary} (+ {paths.seeds.name}, {paths.validation.name}, {paths.cost.name})")
     console.print(f"this table: {cost_sentence(total)}")
+
+
+def _same_samples(runs_dir: Path, mine: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> bool:
+    """Whether two labels' rows are the very same sample sets, seed by seed (a method whose entropy
+    did not move gets its control at T = 1, which is the base): their comparison tests nothing, and
+    counting it would only inflate the Holm family."""
+    if not mine or [r["seed"] for r in mine] != [r["seed"] for r in theirs]:
+        return False
+    if not all((runs_dir / str(r["run_id"]) / "run.json").exists() for r in (*mine, *theirs)):
+        return False
+    return all(variant_keys(runs_dir, a)["sample"] == variant_keys(runs_dir, b)["sample"] for a, b in zip(mine, theirs))
 
 
 def uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
