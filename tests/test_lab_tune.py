@@ -135,8 +135,8 @@ class _FakeRuns:
     """A stand-in for the runner: a score that depends on the method, its settings and the seed, so
     the protocol's bookkeeping can be checked exactly without training anything."""
 
-    def __init__(self, best_lr, best_temperature=0.9):
-        self.calls, self.best_lr, self.best_t = [], best_lr, best_temperature
+    def __init__(self, best_lr, best_temperature=0.9, decay_shift=10):
+        self.calls, self.best_lr, self.best_t, self.decay_shift = [], best_lr, best_temperature, decay_shift
 
     def __call__(self, model, method, task, seed, overrides, **common):
         self.calls.append((method, seed, dict(overrides)))
@@ -146,7 +146,7 @@ class _FakeRuns:
         if method == "none":
             score = 0.5 - abs(t - self.best_t) + 0.01 * (seed % 3)
         else:
-            target = self.best_lr * (10 if decay else 1)
+            target = self.best_lr * (self.decay_shift if decay else 1)
             score = 0.9 - abs(math.log10(lr / target)) * 0.1 + 0.02 * (seed % 3) + (0.05 if decay else 0.0)
         run_id = f"{method}-{seed}-{lr:g}-{t:g}-{int(decay)}"
         return [{"model": model, "method": method, "task": task, "variant": "no-cfg", "seed": seed,
@@ -197,6 +197,21 @@ def test_matched_lr_rows_and_holm_over_the_table(tmp_path):
     for column in p_columns:
         adjusted = summary[f"{column}_holm"]
         assert (adjusted.dropna() >= summary[column].dropna() - 1e-12).all()
+
+
+def test_a_method_that_chose_the_matched_lr_is_compared_in_its_own_row(tmp_path):
+    """Table 4's rows usually choose VA-π's lr: no extra runs, and their own row carries Δ vs VA-π
+    (one test: the reference's row does not repeat it)."""
+    from vapi_bench.lab.tune import run_tune
+
+    runs = _FakeRuns(best_lr=1.0, decay_shift=1)
+    run_tune(_setup(tmp_path, ["fixture-sft", "fixture-sft:decay"]), runs)
+    summary = pd.read_csv(tmp_path / "res" / "lab-fixture-palette-fixture-colour.csv").set_index("label")
+    assert not [label for label in summary.index if "@lr=" in label]
+    assert summary.loc["fixture-sft:decay", "delta_accuracy_vs_matched"] == pytest.approx(0.05)
+    assert pd.isna(summary.loc["fixture-sft", "delta_accuracy_vs_matched"])
+    assert not any(o.get("method.weight_decay") and s in (0, 1, 2, 3, 4) and o.get("method.lr") != "1"
+                   for m, s, o in runs.calls)  # no test run at another lr
 
 
 def test_a_budget_in_images_sets_each_methods_steps(tmp_path):

@@ -7,7 +7,8 @@ Under a results directory, per model <m> and task <t>:
   adjustment (_p_holm), mde_<metric>_vs_<ref> and real_vs_<ref> (Holm-adjusted p < 0.05); the
   `multiplicity` column says over how many comparisons Holm ran. Labels: `none` (the base),
   `tuned-T` (the base at its tuned temperature), each method or variant, `T-control:<label>`
-  (the entropy-matched base) and `<label>@lr=<x>` (a method at another method's chosen lr);
+  (the entropy-matched base) and `<label>@lr=<x>` (a method at another method's chosen lr; a
+  method that chose that lr itself is compared with that method in its own row, `_vs_matched`);
 - `lab-<m>-<t>-seeds.csv`: the test rows, one per label, variant and seed;
 - `lab-<m>-<t>-validation.csv`: every grid point's validation rows;
 - `lab-<m>-<t>-cost.csv`: what the table cost (cost.py): per label and phase the distinct
@@ -26,6 +27,8 @@ TUNED_T = "tuned-T"
 CONTROL_PREFIX = "T-control:"
 #: the base at the control temperature ± the curve step: the control's neighbourhood
 CURVE_PREFIX = "T-curve:"
+#: a matched-lr row's label: `<label>@lr=<x>`, the method at another method's chosen lr
+MATCHED_LR_MARK = "@lr="
 #: the comparisons a summary row may carry (delta_<metric>_vs_<name>), in reading order
 COMPARISONS = ("none", "sft", "tuned_t", "control", "matched")
 #: the task metrics a summary row gives as mean and std over seeds (when the task reports them)

@@ -22,7 +22,7 @@ from ..hashing import stable_hash
 from ..progress import console
 from ..store import atomic_write_json, read_jsonl, write_csv
 from .cost import cost_sentence, write_cost
-from .results import CONTROL_PREFIX, CURVE_PREFIX, SUMMARY_METRICS, TUNED_T, lab_paths
+from .results import CONTROL_PREFIX, CURVE_PREFIX, MATCHED_LR_MARK, SUMMARY_METRICS, TUNED_T, lab_paths
 from .significance import (PairedDelta, Statistic, fid_statistic, group_mean_statistic, holm, paired_bootstrap,
                            seed_level_interval)
 
@@ -75,17 +75,19 @@ def paired_data(task: Any, base: Any, runs_dir: Path, device: str) -> Optional[P
 
 def comparisons(label: str, labels: set[str], matched_to: dict[str, str]) -> dict[str, str]:
     """{comparison name: other label} for one label, among the labels the table has: a method
-    against the base, SFT, the tuned-T base and its own temperature control; the tuned-T base and
-    a control against the base; a matched-lr row against the method whose lr it borrowed; the
-    temperature curve's points describe the control's neighbourhood and are compared with nothing."""
+    against the base, SFT, the tuned-T base, its own temperature control and, when it chose the
+    matched-lr method's lr itself, that method; the tuned-T base and a control against the base; a
+    matched-lr row against the method whose lr it borrowed; the temperature curve's points describe
+    the control's neighbourhood and are compared with nothing."""
     if label == "none" or label.startswith(CURVE_PREFIX):
         return {}
-    if label in matched_to:
-        wanted = {"matched": matched_to[label]}
+    if MATCHED_LR_MARK in label:
+        wanted = {"matched": matched_to.get(label)}
     elif label.startswith(CONTROL_PREFIX) or label == TUNED_T:
         wanted = {"none": "none"}
     else:
-        wanted = {"none": "none", "sft": "sft", "tuned_t": TUNED_T, "control": f"{CONTROL_PREFIX}{label}"}
+        wanted = {"none": "none", "sft": "sft", "tuned_t": TUNED_T, "control": f"{CONTROL_PREFIX}{label}",
+                  "matched": matched_to.get(label)}
     return {name: other for name, other in wanted.items() if other in labels and other != label}
 
 
@@ -130,6 +132,7 @@ def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: l
     bootstrap = _Bootstrap(paired, setup.runs_dir, setup.task, setup.ci_reps) if paired is not None else None
     metric = paired.metric if paired is not None else setup.select_metric
     summary, family = [], []
+    tested: set[frozenset[str]] = set()  # each pair of sample sets is one test, whichever row states it
 
     def rows_of(label: str, variant: str) -> list[dict[str, Any]]:
         return df[(df["label"] == label) & (df["variant"] == variant)].sort_values("seed").to_dict("records")
@@ -139,7 +142,6 @@ def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: l
         return "none" if _same_samples(setup.runs_dir, rows_of(label, variant), rows_of("none", variant)) else label
 
     for (label, variant), part in df.groupby(["label", "variant"], sort=False):
-        tested: set[tuple[str, str]] = set()
         row: dict[str, Any] = {"model": setup.model, "task": setup.task, "label": label, "variant": variant,
                                "seeds": int(part["seed"].nunique()), "lr": part["lr"].iloc[0],
                                "lr_grid": part["lr_grid"].iloc[0]}
@@ -151,8 +153,8 @@ def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: l
             mine, theirs = rows_of(label, variant), rows_of(other, variant)
             if [r["seed"] for r in mine] != [r["seed"] for r in theirs] or metric not in part:
                 continue  # only seed-paired comparisons
-            pair = (same_rows(label, variant), same_rows(other, variant))
-            if pair[0] == pair[1] or pair in tested:
+            pair = frozenset((variant, same_rows(label, variant), same_rows(other, variant)))
+            if len(pair) < 3 or pair in tested:
                 continue  # Δ = 0 by construction, or a comparison already made: not a test of its own
             tested.add(pair)
             column = f"delta_{metric}_vs_{name}"

@@ -27,7 +27,7 @@ from ..progress import console
 from ..training.recipes import recipe_defaults
 from ..training.recipes import recipe_lr as lookup_recipe_lr
 from .protocol import LabMethod, check_seeds, choose, grow_grid, lr_grid, on_edge, parse_lab_method
-from .results import TUNED_T
+from .results import MATCHED_LR_MARK, TUNED_T
 from .summary import paired_data, write_summary
 
 
@@ -206,15 +206,19 @@ class _Lab:
         self.test_rows += self.on_test_seeds(label, method, over, **extra)
 
     def matched_lr_rows(self) -> dict[str, str]:
-        """Every other trained method at the reference method's chosen lr; {row label: reference label}."""
+        """Every other trained method at the reference method's chosen lr; {row label: reference label}.
+        A method that chose that lr itself is its own matched row (no extra runs)."""
         reference = next((lab for lab in self.labs if lab.label == self.setup.matched_lr_to), None)
         if reference is None:
             return {}
         lr, matched = self.chosen(reference.label), {}
         for lab in self.labs:
-            if lab is reference or self.chosen(lab.label) == lr:
+            if lab is reference:
                 continue
-            label = f"{lab.label}@lr={lr:g}"
+            if self.chosen(lab.label) == lr:
+                matched[lab.label] = reference.label
+                continue
+            label = f"{lab.label}{MATCHED_LR_MARK}{lr:g}"
             self.test(label, lab.method, self._method_overrides(lab, lr), lr=lr, lr_grid="")
             matched[label] = reference.label
         return matched

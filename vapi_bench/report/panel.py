@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..lab.results import CONTROL_PREFIX, MATCHED_LR_MARK
 from ..verdict import UNRESOLVED, verdict_word
 from .directions import DELTA
 
@@ -111,7 +112,7 @@ def _metric(table: pd.DataFrame) -> str | None:
 
 def _shown(label: str) -> bool:
     """Methods and the two baselines; T-controls and matched-lr rows stay in the full tables."""
-    return not label.startswith("T-control:") and "@lr=" not in label
+    return not label.startswith(CONTROL_PREFIX) and MATCHED_LR_MARK not in label
 
 
 def _row(line: pd.Series, metric: str, references: list[str], direction: str | None) -> PanelRow:
