@@ -327,6 +327,13 @@ def test_panel_colours_by_direction_and_puts_va_pi_first():
     assert flipped.rows[0].deltas["none"].word == "worse"
 
 
+def test_panel_leaves_controls_curves_and_matched_lr_rows_to_the_full_table():
+    extra = [{"model": "m", "task": "shapes-fid", "label": label, "variant": "no-cfg", "seeds": 3, "fid_mean": 0.9,
+              "fid_std": 0.1} for label in ("T-control:va-pi", "T-curve:va-pi@T=0.95", "cca@lr=3e-05")]
+    panel = build_panels(pd.concat([_lab_table(), pd.DataFrame(extra)], ignore_index=True), {"fid": "lower"})[0]
+    assert [r.label for r in panel.rows] == ["va-pi", "cca", "none"]
+
+
 def test_panel_prefers_the_seed_level_interval_and_holm_decides():
     """New lab tables: seed-level t interval, and real_vs_* (Holm p < 0.05) must agree."""
     seed_level = {"va-pi": {"delta_fid_vs_none_t_low": -0.7, "delta_fid_vs_none_t_high": -0.1, "real_vs_none": False},

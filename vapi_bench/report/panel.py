@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..lab.results import CONTROL_PREFIX, MATCHED_LR_MARK
+from ..lab.results import CONTROL_PREFIX, CURVE_PREFIX, MATCHED_LR_MARK
 from ..verdict import UNRESOLVED, verdict_word
 from .directions import DELTA
 
@@ -111,8 +111,9 @@ def _metric(table: pd.DataFrame) -> str | None:
 
 
 def _shown(label: str) -> bool:
-    """Methods and the two baselines; T-controls and matched-lr rows stay in the full tables."""
-    return not label.startswith(CONTROL_PREFIX) and MATCHED_LR_MARK not in label
+    """Methods and the two baselines; T-controls, their curve points and matched-lr rows stay in the
+    full tables."""
+    return not label.startswith((CONTROL_PREFIX, CURVE_PREFIX)) and MATCHED_LR_MARK not in label
 
 
 def _row(line: pd.Series, metric: str, references: list[str], direction: str | None) -> PanelRow:
