@@ -12,7 +12,8 @@
 #      no CFG) with va-pi, sft and cca -> <results>/head-scale/; the same choices on test seeds 5-9
 #      -> head-scale/holdout-seeds5-9/; dpo beside sft -> head-scale/dpo/; va-pi and sft at 4x the
 #      training images (--budget-images 3840) -> head-scale/budget-3840/; Table 4's rows (va-pi:reward-only,
-#      va-pi:prior-only) beside va-pi and sft -> head-scale/table4/; the second paradigm, shapes-var (a
+#      va-pi:prior-only) beside va-pi and sft -> head-scale/table4/; va-pi and sft scored with and without
+#      CFG 2 (the choices made without) -> head-scale/cfg2/; the second paradigm, shapes-var (a
 #      next-scale VAR), with va-pi, sft and cca on the same grid rule -> shapes-var/. --full: every method on every lab, with
 #      and without CFG (hours on one CPU core per method). The tables of the earlier protocol (3
 #      seeds, tune seed = test seed 0, bootstrap intervals only) are in results/superseded/protocol1/.
@@ -162,6 +163,9 @@ if [ "$FULL" = 0 ]; then
   "${CMD[@]}" --budget-images 3840 --results-dir "$RESULTS/head-scale/budget-3840"
   lab_cmd shapes-c2i:shapes-fid:head va-pi,va-pi:reward-only,va-pi:prior-only,sft "$RESULTS"
   "${CMD[@]}" --results-dir "$RESULTS/head-scale/table4"
+  # the same choices (made without CFG on validation) on test rows with and without CFG 2
+  $VB lab tune -m shapes-c2i -t shapes-fid --methods va-pi,sft --lr-factors 1,10,100 "${CI[@]}" --set task.n=1000 \
+    "${HEAD[@]}" "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$RESULTS/head-scale/cfg2"
 fi
 # --full: why VA-π raises a t2i policy's entropy: shapes-t2i-ls's wide grid again with the context
 # noise off (ξ = 0 instead of the t2i recipe's 0.5) -> <results>/wide-lr/xi0/

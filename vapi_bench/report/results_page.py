@@ -34,6 +34,8 @@ FOLDERS = {
     "head-scale/holdout-seeds5-9": "The head-scaled control again on test seeds 5-9 (seeds no choice or reading used)",
     "head-scale/budget-3840": "The head-scaled control at 4× the training images (--budget-images 3840: 240 steps of "
                               "16), VA-π and SFT under the same protocol",
+    "head-scale/cfg2": "The head-scaled control with and without CFG 2: VA-π and SFT chosen without CFG on "
+                       "validation (as every table here), scored both ways on test seeds 0-4",
     "head-scale/table4": "The head-scaled control: the paper's Table 4 rows (VA-π with the reward only, with the prior "
                          "only) beside VA-π and SFT under the same protocol",
     "shapes-var": "The second paradigm: shapes-var (a next-scale VAR, no CFG) with VA-π, SFT and CCA under the lab "
