@@ -38,6 +38,9 @@ FOLDERS = {
                        "validation (as every table here), scored both ways on test seeds 0-4",
     "head-scale/table4": "The head-scaled control: the paper's Table 4 rows (VA-π with the reward only, with the prior "
                          "only) beside VA-π and SFT under the same protocol",
+    "small-ls": "shapes-c2i-small-ls (the under-capacity, label-smoothed base; no CFG, wide grid): VA-π and SFT "
+                "under the lab protocol, test seeds 0-4",
+    "small-ls/holdout-seeds5-9": "shapes-c2i-small-ls again on test seeds 5-9 (seeds no choice or reading used)",
     "shapes-var": "The second paradigm: shapes-var (a next-scale VAR, no CFG) with VA-π, SFT and CCA under the lab "
                   "protocol, tune seeds 1000 and 1001, test seeds 0-4",
     "wide-lr": "The wide lr grid (recipe lr × 1, 10, 100): leaderboards",
