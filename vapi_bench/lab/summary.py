@@ -138,7 +138,7 @@ def write_summary(setup: Any, paired: Optional[PairedMetric], validation_rows: l
         return df[(df["label"] == label) & (df["variant"] == variant)].sort_values("seed").to_dict("records")
 
     def same_rows(label: str, variant: str) -> str:
-        """The label whose samples these are: "none" for a control at the base's own temperature."""
+        """The label whose samples these are: "none" for a control or tuned-T row at the base's own T."""
         return "none" if _same_samples(setup.runs_dir, rows_of(label, variant), rows_of("none", variant)) else label
 
     for (label, variant), part in df.groupby(["label", "variant"], sort=False):
