@@ -14,7 +14,8 @@
 #      training images (--budget-images 3840) -> head-scale/budget-3840/; Table 4's rows (va-pi:reward-only,
 #      va-pi:prior-only) beside va-pi and sft -> head-scale/table4/; va-pi and sft scored with and without
 #      CFG 2 (the choices made without) -> head-scale/cfg2/; va-pi and sft on shapes-c2i-small-ls (wide
-#      grid, no CFG) -> small-ls/, again on seeds 5-9 -> small-ls/holdout-seeds5-9/; the second paradigm, shapes-var (a
+#      grid, no CFG) -> small-ls/, again on seeds 5-9 -> small-ls/holdout-seeds5-9/; on the calibrated
+#      shapes-c2i -> shapes-c2i/; the second paradigm, shapes-var (a
 #      next-scale VAR), with va-pi, sft and cca on the same grid rule -> shapes-var/. --full: every method on every lab, with
 #      and without CFG (hours on one CPU core per method). The tables of the earlier protocol (3
 #      seeds, tune seed = test seed 0, bootstrap intervals only) are in results/superseded/protocol1/.
@@ -59,8 +60,8 @@ CI=(--ci-reps 200)
 ALL=sft,va-pi,va-pi:reward-only,va-pi:prior-only,post-train-tokenizer,ste,ar-grpo,cca,dpo
 # the committed results: which methods each lab ran (the 2-core budget of the session that ran them)
 declare -A LAB_METHODS=([shapes-c2i:shapes-fid:head]=va-pi,sft,cca [shapes-var:shapes-fid:var]=va-pi,sft,cca
-                        [shapes-c2i-small-ls:shapes-fid:ls]=va-pi,sft)
-LABS=(shapes-c2i:shapes-fid:head shapes-var:shapes-fid:var shapes-c2i-small-ls:shapes-fid:ls)
+                        [shapes-c2i-small-ls:shapes-fid:ls]=va-pi,sft [shapes-c2i:shapes-fid:cal]=va-pi,sft)
+LABS=(shapes-c2i:shapes-fid:head shapes-var:shapes-fid:var shapes-c2i-small-ls:shapes-fid:ls shapes-c2i:shapes-fid:cal)
 # model[@head]:temperatures (@head: the head-scaled control, its sweep in <results>/head-scale/;
 # shapes-t2i and shapes-t2i-ls: on shapes-geneval with CFG 2, as the t2i lab samples)
 SWEEPS=("shapes-c2i:1.0,0.95,0.9" "shapes-c2i-small-ls:1.0,0.9,0.8,0.7" "shapes-c2i-small:1.0,0.9,0.8,0.7"
@@ -93,7 +94,7 @@ lab_cmd() {  # (model:task[:wide|:head], methods, results-dir) -> CMD
   # ':wide': the same protocol on the grid recipe lr x 1, 10, 100, its tables in <results>/wide-lr/;
   # ':head': that grid on the head-scaled model, its tables in <results>/head-scale/;
   # ':var': that grid on shapes-var, its tables in <results>/shapes-var/; ':ls': on shapes-c2i-small-ls,
-  # in <results>/small-ls/
+  # in <results>/small-ls/; ':cal': on the calibrated shapes-c2i, in <results>/shapes-c2i/
   case "${rest#"$task"}" in
     :wide) grid=(--lr-factors 1,10,100); out=$3/wide-lr ;;
     :head) grid=(--lr-factors 1,10,100); head=("${HEAD[@]}"); out=$3/head-scale
@@ -101,6 +102,7 @@ lab_cmd() {  # (model:task[:wide|:head], methods, results-dir) -> CMD
     :var) grid=(--lr-factors 1,10,100); out=$3/shapes-var
           [ "$FULL" = 1 ] || head+=(--set task.cfg=without) ;;
     :ls) grid=(--lr-factors 1,10,100); out=$3/small-ls; head=(--set task.cfg=without) ;;
+    :cal) grid=(--lr-factors 1,10,100); out=$3/shapes-c2i; head=(--set task.cfg=without) ;;
   esac
   CMD=($VB lab tune -m "$model" -t "$task" --methods "$2" "${grid[@]}" "${CI[@]}" "${size[@]}"
        "${head[@]}" "${COMMON[@]}" "${EXTRA[@]}" --results-dir "$out")

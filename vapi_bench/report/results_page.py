@@ -38,6 +38,8 @@ FOLDERS = {
                        "validation (as every table here), scored both ways on test seeds 0-4",
     "head-scale/table4": "The head-scaled control: the paper's Table 4 rows (VA-π with the reward only, with the prior "
                          "only) beside VA-π and SFT under the same protocol",
+    "shapes-c2i": "shapes-c2i, the calibrated base (no CFG, grid recipe lr × 1, 10, 100): VA-π and SFT under the "
+                  "lab protocol, test seeds 0-4",
     "small-ls": "shapes-c2i-small-ls (the under-capacity, label-smoothed base; no CFG, wide grid): VA-π and SFT "
                 "under the lab protocol, test seeds 0-4",
     "small-ls/holdout-seeds5-9": "shapes-c2i-small-ls again on test seeds 5-9 (seeds no choice or reading used)",
