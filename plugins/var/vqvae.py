@@ -168,6 +168,20 @@ def _middle(channels: int, dropout: float) -> nn.Module:
     return mid
 
 
+def _run_level(level: nn.Module, h: torch.Tensor, name: str) -> torch.Tensor:
+    """A `_level`: its res blocks, each followed by its attention where the level has one, then the
+    resampling `name` if the level has it (the official encoder's and decoder's shared loop)."""
+    for i, block in enumerate(level.block):
+        h = block(h)
+        if len(level.attn):
+            h = level.attn[i](h)
+    return getattr(level, name)(h) if hasattr(level, name) else h
+
+
+def _run_middle(mid: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    return mid.block_2(mid.attn_1(mid.block_1(h)))
+
+
 class Encoder(nn.Module):
     """Image [B, 3, H, W] -> latent [B, Cvae, H/d, W/d]; attention at the lowest resolution only
     (using_sa / using_mid_sa, basic_vae.py:99-160)."""
@@ -193,13 +207,8 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            for i, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[i](h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+            h = _run_level(level, h, "downsample")
+        h = _run_middle(self.mid, h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -227,14 +236,9 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+        h = _run_middle(self.mid, self.conv_in(z))
         for level in reversed(self.up):
-            for i, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[i](h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            h = _run_level(level, h, "upsample")
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
