@@ -8,7 +8,8 @@ through the ordinary runner (every row lands on the task's leaderboard) and, wit
 re-runs the tuned methods at intermediate step budgets to draw the metric-against-step plot.
 `lab ablate NAME` runs the ablations a method declares (its registry entry's `ablations`; VA-π's:
 reward composition (Table 4), regulariser weight and CE vs KL (Fig. 4), context noise ξ (Table 5)).
-Every ablation row is appended to results/ablations-<task>.csv with its setting. The lab reads
+Every ablation row is appended to results/ablations-<task>.csv with its setting. `lab cost` prices
+tables already on disk from the stage times their runs recorded (cost.py). The lab reads
 methods, variants and ablations from the registry and imports no method.
 """
 from __future__ import annotations
@@ -184,7 +185,8 @@ def tune(
     temperatures: str = typer.Option("1.0,0.9,0.8", "--temperatures",
                                      help="the base's sampling-temperature tries (tuned-T): as many as lr factors"),
     matched_lr_to: str = typer.Option("va-pi", "--matched-lr-to", help="every other method also runs at this "
-                                      "method's chosen lr (matched-lr rows); '' = none"),
+                                      "method's chosen lr (matched-lr rows; one that chose it is compared in its "
+                                      "own row); '' = none"),
     control_curve: float = typer.Option(0.02, "--control-curve", help="also sample the base at each control "
                                         "temperature ± this (0 = the match only)"),
     budget_images: Optional[int] = typer.Option(None, "--budget-images", help="training images per method: its "
